@@ -1,0 +1,1 @@
+"""Core: settings, database, artifact store, ids, errors, auth context and audit."""

@@ -1,0 +1,1 @@
+"""Governance: users, projects, roles, API tokens, sessions and audit queries."""
