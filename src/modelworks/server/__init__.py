@@ -1,0 +1,1 @@
+"""The FastAPI server: mounts every domain's router and the web UI."""

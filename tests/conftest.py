@@ -1,0 +1,148 @@
+"""Shared fixtures: a fresh embedded store, and the real services (PostgreSQL, S3, Redis).
+
+A fixture for a service skips its tests with the reason when the service is absent, unless
+``MODELWORKS_REQUIRE_SERVICES=1`` (set by CI), where an absent service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelworks.core.config import Settings
+from modelworks.core.store import Store
+
+REQUIRE = os.environ.get("MODELWORKS_REQUIRE_SERVICES") == "1"
+PG_ADMIN_URL = os.environ.get(
+    "MODELWORKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"{reason} (MODELWORKS_REQUIRE_SERVICES=1, so this is an error)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own MODELWORKS_HOME; nothing touches ~/.modelworks."""
+    home = tmp_path / "mwhome"
+    monkeypatch.setenv("MODELWORKS_HOME", str(home))
+    for var in (
+        "MODELWORKS_DATABASE_URL",
+        "MODELWORKS_ARTIFACT_URL",
+        "MODELWORKS_URL",
+        "MODELWORKS_TOKEN",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    from modelworks.core.config import get_settings
+
+    get_settings.cache_clear()
+    return home
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "mwhome")
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    s = Store(settings)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    try:
+        import psycopg  # noqa: F401
+        from sqlalchemy import create_engine, text
+    except ImportError:
+        unavailable("psycopg is not installed (pip install -e '.[postgres]')")
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"mw_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_store(tmp_path: Path, postgres_url: str) -> Iterator[Store]:
+    s = Store(Settings(home=tmp_path / "pghome", database_url=postgres_url))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server on 127.0.0.1: MODELWORKS_TEST_S3_ENDPOINT, or moto's server."""
+    given = os.environ.get("MODELWORKS_TEST_S3_ENDPOINT")
+    if given:
+        yield given
+        return
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        unavailable("no S3 server: set MODELWORKS_TEST_S3_ENDPOINT or pip install 'moto[server]'")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        unavailable("moto server did not start within 30 s")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket on the S3 server; returns its name."""
+    import boto3
+
+    name = f"mw-test-{uuid.uuid4().hex[:10]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,347 @@
+"""Every REST route x every role gets the expected allow or deny.
+
+The test walks the app's routes: a route without an ``auth_rule`` mark, or without a case
+here, fails the test, so no route can be added without an authorisation rule.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from modelworks.core.auth import Principal
+from modelworks.core.store import Store
+from modelworks.governance.service import GovernanceService
+from modelworks.server.app import create_app
+from modelworks.server.auth_rules import AUTH_KEY
+from modelworks.tracking.service import TrackingService
+
+ROLES = ("viewer", "editor", "maintainer", "admin")
+
+
+@dataclass
+class Actor:
+    name: str
+    principal: Principal | None
+    token: str | None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+@dataclass
+class World:
+    store: Store
+    client: TestClient
+    gov: GovernanceService
+    tracking: TrackingService
+    actors: dict[str, Actor]
+
+
+@pytest.fixture
+def world(store: Store) -> Iterator[World]:
+    gov = GovernanceService(store)
+    gov.bootstrap_admin("root", "root-password")
+    root = gov.authenticate_password("root", "root-password")
+    gov.create_project(root, "p1")
+    actors: dict[str, Actor] = {"anonymous": Actor("anonymous", None, None)}
+    for name in (*ROLES, "outsider"):
+        gov.create_user(root, name, f"{name}-password")
+        if name != "outsider":
+            gov.set_member(root, "p1", name, name)
+    for name in (*ROLES, "outsider", "root"):
+        principal = gov.authenticate_password(name, f"{name}-password")
+        token = gov.create_token(principal, "t").token
+        actors[name] = Actor(name, principal, token)
+    app = create_app(store)
+    with TestClient(app, follow_redirects=False) as client:
+        yield World(store, client, gov, TrackingService(store), actors)
+
+
+LEVEL_RANK = {"viewer": 1, "editor": 2, "maintainer": 3, "admin": 4}
+CALLERS = ("anonymous", "outsider", *ROLES, "root")
+
+Request = dict[str, Any]
+
+
+def _fresh_run(w: World) -> str:
+    root = w.actors["root"].principal
+    assert root is not None
+    run = w.tracking.create_run(root, "p1", "e-" + uuid.uuid4().hex[:8], params={"a": "1"})
+    w.tracking.log_batch(root, run.id, metrics=[_metric()])
+    w.tracking.log_artifact(root, run.id, "a.txt", b"hello")
+    return run.id
+
+
+def _metric() -> Any:
+    from modelworks.tracking.schemas import MetricIn
+
+    return MetricIn(key="m", value=1.0, step=0)
+
+
+def _fresh_experiment(w: World) -> str:
+    root = w.actors["root"].principal
+    assert root is not None
+    return w.tracking.create_experiment(root, "p1", "x-" + uuid.uuid4().hex[:8]).name
+
+
+def _fresh_user(w: World) -> str:
+    root = w.actors["root"].principal
+    assert root is not None
+    return w.gov.create_user(root, "u" + uuid.uuid4().hex[:8], "password-123").username
+
+
+def _own_token(w: World, caller: str) -> str:
+    actor = w.actors.get(caller)
+    principal = actor.principal if actor else None
+    if principal is None:
+        principal = w.actors["viewer"].principal
+    assert principal is not None
+    return w.gov.create_token(principal, "tmp").id
+
+
+# (method, path) -> build(world, caller) -> request kwargs with the concrete path.
+CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("GET", "/healthz"): lambda w, c: {"url": "/healthz"},
+    ("GET", "/readyz"): lambda w, c: {"url": "/readyz"},
+    ("GET", "/metrics"): lambda w, c: {"url": "/metrics"},
+    ("POST", "/api/v1/auth/login"): lambda w, c: {
+        "url": "/api/v1/auth/login",
+        "json": {"username": "viewer", "password": "viewer-password"},
+    },
+    ("POST", "/api/v1/auth/logout"): lambda w, c: {"url": "/api/v1/auth/logout"},
+    ("GET", "/api/v1/auth/whoami"): lambda w, c: {"url": "/api/v1/auth/whoami"},
+    ("GET", "/api/v1/tokens"): lambda w, c: {"url": "/api/v1/tokens"},
+    ("POST", "/api/v1/tokens"): lambda w, c: {"url": "/api/v1/tokens", "json": {"name": "n"}},
+    ("DELETE", "/api/v1/tokens/{token_id}"): lambda w, c: {
+        "url": f"/api/v1/tokens/{_own_token(w, c)}"
+    },
+    ("GET", "/api/v1/users"): lambda w, c: {"url": "/api/v1/users"},
+    ("POST", "/api/v1/users"): lambda w, c: {
+        "url": "/api/v1/users",
+        "json": {"username": "n" + uuid.uuid4().hex[:8], "password": "password-123"},
+    },
+    ("POST", "/api/v1/users/{username}/disable"): lambda w, c: {
+        "url": f"/api/v1/users/{_fresh_user(w)}/disable"
+    },
+    ("GET", "/api/v1/projects"): lambda w, c: {"url": "/api/v1/projects"},
+    ("POST", "/api/v1/projects"): lambda w, c: {
+        "url": "/api/v1/projects",
+        "json": {"name": "p-" + uuid.uuid4().hex[:8]},
+    },
+    ("GET", "/api/v1/projects/{project}"): lambda w, c: {"url": "/api/v1/projects/p1"},
+    ("DELETE", "/api/v1/projects/{project}"): None,  # type: ignore[dict-item]  # set below
+    ("GET", "/api/v1/projects/{project}/members"): lambda w, c: {
+        "url": "/api/v1/projects/p1/members"
+    },
+    ("PUT", "/api/v1/projects/{project}/members"): lambda w, c: {
+        "url": "/api/v1/projects/p1/members",
+        "json": {"username": _fresh_user(w), "role": "viewer"},
+    },
+    ("DELETE", "/api/v1/projects/{project}/members/{username}"): None,  # type: ignore[dict-item]
+    ("GET", "/api/v1/projects/{project}/audit"): lambda w, c: {"url": "/api/v1/projects/p1/audit"},
+    ("GET", "/api/v1/audit"): lambda w, c: {"url": "/api/v1/audit"},
+    ("GET", "/api/v1/audit/verify"): lambda w, c: {"url": "/api/v1/audit/verify"},
+    ("GET", "/api/v1/projects/{project}/experiments"): lambda w, c: {
+        "url": "/api/v1/projects/p1/experiments"
+    },
+    ("POST", "/api/v1/projects/{project}/experiments"): lambda w, c: {
+        "url": "/api/v1/projects/p1/experiments",
+        "json": {"name": "e-" + uuid.uuid4().hex[:8]},
+    },
+    ("GET", "/api/v1/projects/{project}/experiments/{experiment}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/experiments/{_fresh_experiment(w)}"
+    },
+    ("PATCH", "/api/v1/projects/{project}/experiments/{experiment}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/experiments/{_fresh_experiment(w)}",
+        "json": {"description": "d"},
+    },
+    ("DELETE", "/api/v1/projects/{project}/experiments/{experiment}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/experiments/{_fresh_experiment(w)}"
+    },
+    ("POST", "/api/v1/projects/{project}/experiments/{experiment}/restore"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/experiments/{_fresh_experiment(w)}/restore"
+    },
+    ("POST", "/api/v1/projects/{project}/runs"): lambda w, c: {
+        "url": "/api/v1/projects/p1/runs",
+        "json": {"experiment": "shared"},
+    },
+    ("POST", "/api/v1/projects/{project}/runs/search"): lambda w, c: {
+        "url": "/api/v1/projects/p1/runs/search",
+        "json": {"filter": "metrics.m > 0"},
+    },
+    ("GET", "/api/v1/runs/{run_id}"): lambda w, c: {"url": f"/api/v1/runs/{_fresh_run(w)}"},
+    ("PATCH", "/api/v1/runs/{run_id}"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}",
+        "json": {"status": "FINISHED"},
+    },
+    ("DELETE", "/api/v1/runs/{run_id}"): lambda w, c: {"url": f"/api/v1/runs/{_fresh_run(w)}"},
+    ("POST", "/api/v1/runs/{run_id}/restore"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/restore"
+    },
+    ("POST", "/api/v1/runs/{run_id}/log-batch"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/log-batch",
+        "json": {"metrics": [{"key": "m", "value": 2.0, "step": 1}]},
+    },
+    ("GET", "/api/v1/runs/{run_id}/metrics/{key}"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/metrics/m"
+    },
+    ("GET", "/api/v1/runs/{run_id}/artifacts"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/artifacts"
+    },
+    ("PUT", "/api/v1/runs/{run_id}/artifacts/{path}"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/artifacts/b.txt",
+        "content": b"bytes",
+    },
+    ("GET", "/api/v1/runs/{run_id}/artifacts/{path}"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/artifacts/a.txt"
+    },
+    ("POST", "/api/v1/runs/compare"): lambda w, c: {
+        "url": "/api/v1/runs/compare",
+        "json": {"run_ids": [_fresh_run(w), _fresh_run(w)]},
+    },
+}
+
+
+def _fresh_project(w: World) -> str:
+    root = w.actors["root"].principal
+    assert root is not None
+    name = "q-" + uuid.uuid4().hex[:8]
+    w.gov.create_project(root, name)
+    for role in ROLES:
+        w.gov.set_member(root, name, role, role)
+    return name
+
+
+def _member_to_remove(w: World) -> Request:
+    root = w.actors["root"].principal
+    assert root is not None
+    user = _fresh_user(w)
+    w.gov.set_member(root, "p1", user, "viewer")
+    return {"url": f"/api/v1/projects/p1/members/{user}"}
+
+
+CASES[("DELETE", "/api/v1/projects/{project}")] = lambda w, c: {
+    "url": f"/api/v1/projects/{_fresh_project(w)}"
+}
+CASES[("DELETE", "/api/v1/projects/{project}/members/{username}")] = lambda w, c: _member_to_remove(
+    w
+)
+
+PATH_PARAM = re.compile(r"\{([^}:]+)(:[^}]+)?\}")
+
+
+def _ui_request(w: World, path: str) -> Request:
+    """UI pages: fill path parameters with objects that exist in project p1."""
+    run_id = _fresh_run(w)
+    exp = w.tracking.get_run(w.actors["root"].principal, run_id).experiment_name  # type: ignore[arg-type]
+    values = {
+        "project": "p1",
+        "experiment": exp,
+        "exp": exp,
+        "run_id": run_id,
+        "key": "m",
+        "path": "a.txt",
+    }
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise AssertionError(
+                f"UI route {path} has a path parameter {name!r} this test "
+                "cannot fill; add it to _ui_request"
+            )
+        return values[name]
+
+    return {"url": PATH_PARAM.sub(fill, path)}
+
+
+def _routes(world: World) -> list[tuple[str, str, str | None]]:
+    out = []
+    for route in world.client.app.routes:  # type: ignore[attr-defined]
+        if not isinstance(route, APIRoute):
+            continue
+        rule = (route.openapi_extra or {}).get(AUTH_KEY)
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            path = PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
+            out.append((method, path, rule))
+    return out
+
+
+def _expected(rule: str, caller: str) -> str:
+    if rule == "public":
+        return "allow"
+    if caller == "anonymous":
+        return "unauthenticated"
+    if rule == "authenticated":
+        return "allow"
+    if rule == "superuser":
+        return "allow" if caller == "root" else "deny"
+    need = LEVEL_RANK[rule]
+    if caller == "root":
+        return "allow"
+    if caller == "outsider":
+        return "hidden"
+    return "allow" if LEVEL_RANK[caller] >= need else "deny"
+
+
+def test_every_route_has_a_rule_and_a_case(world: World) -> None:
+    missing_rule = [f"{m} {p}" for m, p, r in _routes(world) if r is None]
+    assert not missing_rule, f"routes without auth_rule(...): {missing_rule}"
+    api_routes = {(m, p) for m, p, _ in _routes(world) if not _is_ui(p)}
+    assert api_routes == set(CASES), (
+        f"routes without a case: {sorted(api_routes - set(CASES))}; "
+        f"cases without a route: {sorted(set(CASES) - api_routes)}"
+    )
+
+
+def _is_ui(path: str) -> bool:
+    return not (path.startswith("/api/") or path in {"/healthz", "/readyz", "/metrics"}) and (
+        path not in {"/docs", "/openapi.json", "/docs/oauth2-redirect"}
+    )
+
+
+def test_docs_routes_are_fastapis_own(world: World) -> None:
+    # FastAPI's own /docs and /openapi.json are not APIRoutes; the schema is public.
+    assert world.client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_authorisation_matrix(world: World, caller: str) -> None:
+    failures = []
+    for method, path, rule in _routes(world):
+        assert rule is not None
+        if _is_ui(path):
+            if method != "GET":
+                continue  # UI form posts (login/logout) are covered by the browser tests
+            req = _ui_request(w=world, path=path)
+        else:
+            req = CASES[(method, path)](world, caller)
+        headers = world.actors[caller].headers if caller in world.actors else {}
+        world.client.cookies.clear()
+        resp = world.client.request(method, headers=headers, **req)
+        expect = _expected(rule, caller)
+        got = resp.status_code
+        if _is_ui(path) and caller == "anonymous" and expect == "unauthenticated":
+            ok = got in (302, 303, 307) and "/login" in resp.headers.get("location", "")
+        elif expect == "allow":
+            ok = got < 400
+        elif expect == "unauthenticated":
+            ok = got == 401
+        elif expect == "hidden":
+            ok = got in (403, 404)
+        else:
+            ok = got == 403
+        if not ok:
+            failures.append(
+                f"{caller} {method} {path} ({rule}): expected {expect}, got {got} {resp.text[:200]}"
+            )
+    assert not failures, "\n".join(failures)
