@@ -16,7 +16,11 @@ from modelworks.core.errors import ModelworksError
 from modelworks.core.store import Store
 from modelworks.governance.service import GovernanceService
 from modelworks.server.auth_rules import auth_rule
-from modelworks.server.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from modelworks.server.middleware import (
+    BodySizeLimitMiddleware,
+    PrometheusMiddleware,
+    RequestIdMiddleware,
+)
 from modelworks.tracking.service import TrackingService
 
 log = logging.getLogger("modelworks.server")
@@ -62,6 +66,7 @@ def create_app(store: Store | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=store.settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(PrometheusMiddleware)
     return app
 
 

@@ -95,3 +95,56 @@ class BodySizeLimitMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+class PrometheusMiddleware:
+    """Count requests and time them per route template (not per raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.app = app
+        self.requests = _metric(
+            Counter,
+            "modelworks_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+        )
+        self.latency = _metric(
+            Histogram,
+            "modelworks_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import time
+
+        start = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metric(kind: Any, name: str, doc: str, labels: list[str]) -> Any:
+    # Several apps in one process (tests) share the default registry: register each once.
+    if name not in _METRICS:
+        _METRICS[name] = kind(name, doc, labels)
+    return _METRICS[name]
