@@ -264,11 +264,20 @@ def _ui_request(w: World, path: str) -> Request:
     return {"url": PATH_PARAM.sub(fill, path)}
 
 
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """All APIRoutes, also inside included routers (FastAPI keeps those nested)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found.extend(_api_routes(route.original_router.routes))
+    return found
+
+
 def _routes(world: World) -> list[tuple[str, str, str | None]]:
     out = []
-    for route in world.client.app.routes:  # type: ignore[attr-defined]
-        if not isinstance(route, APIRoute):
-            continue
+    for route in _api_routes(world.client.app.routes):  # type: ignore[attr-defined]
         rule = (route.openapi_extra or {}).get(AUTH_KEY)
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             path = PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)

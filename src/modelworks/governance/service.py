@@ -217,7 +217,15 @@ class GovernanceService:
         expires_in_days: int | None = 90,
         username: str | None = None,
     ) -> TokenCreated:
-        """Create an API token for yourself (or, as a site admin, for ``username``)."""
+        """Create an API token for yourself (or, as a site admin, for ``username``).
+
+        ``expires_in_days=None`` makes a token that never expires.
+        """
+        if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+            raise InvalidInput(
+                f"expires_in_days must be between 1 and 3650 (or None for no expiry); "
+                f"got {expires_in_days}."
+            )
         with self.store.transaction() as s:
             user = self._token_owner(s, principal, username)
             secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -253,8 +261,8 @@ class GovernanceService:
         if principal.via == "local" and username:
             return self.get_user(s, username)
         raise InvalidInput(
-            "The local OS user has no account; pass a username (`--user NAME`) of an existing "
-            "user to create a token for."
+            "The local OS user has no account; pass the username (`--user NAME`) of an "
+            "existing user whose tokens to manage."
         )
 
     def list_tokens(self, principal: Principal, username: str | None = None) -> list[TokenOut]:

@@ -53,9 +53,9 @@ def ensure_csrf_token(request: Request) -> str:
 
 def current_principal(request: Request) -> Principal:
     """Bearer token, or the UI session cookie (with a CSRF token on unsafe methods)."""
-    cached = getattr(request.state, "principal", None)
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")

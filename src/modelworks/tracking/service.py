@@ -743,12 +743,12 @@ class TrackingService:
                 select(RunTag.run_id, RunTag.key, RunTag.value).where(RunTag.run_id.in_(chunk))
             ):
                 tags[rid][k] = v
-            for rid, k, v in s.execute(
+            for mrid, mkey, mval in s.execute(
                 select(LatestMetric.run_id, LatestMetric.key, LatestMetric.value).where(
                     LatestMetric.run_id.in_(chunk)
                 )
             ):
-                metrics[rid][k] = v
+                metrics[mrid][mkey] = mval
         exp_names = dict(
             s.execute(
                 select(Experiment.id, Experiment.name).where(

@@ -1,0 +1,65 @@
+"""``modelworks quickstart`` trains a model, tracks it with the SDK and says what it did."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelworks.cli.main import app
+from modelworks.core.auth import local_principal
+from modelworks.core.store import Store
+from modelworks.tracking.service import TrackingService
+
+runner = CliRunner()
+
+FINAL_METRICS = {"accuracy", "f1", "roc_auc", "precision", "recall"}
+
+
+def test_quickstart_tracks_a_run(store: Store, _isolated_home: Path) -> None:
+    result = runner.invoke(app, ["quickstart", "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout)
+    assert summary["experiment"] == "quickstart"
+    assert summary["mode"] == "embedded" and summary["location"] == str(_isolated_home)
+    assert set(summary["metrics"]) == FINAL_METRICS
+    assert summary["metrics"]["accuracy"] > 0.9 and summary["metrics"]["roc_auc"] > 0.95
+
+    svc = TrackingService(store)
+    me = local_principal()
+    run = svc.get_run(me, summary["run_id"])
+    assert run.status == "FINISHED" and run.experiment_name == "quickstart"
+    assert FINAL_METRICS | {"train_loss", "val_loss", "val_accuracy"} <= set(run.metrics)
+    assert run.metrics["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+    assert run.params["model"] == "SGDClassifier" and run.params["epochs"] == "30"
+    history = svc.metric_history(me, run.id, "val_accuracy")
+    assert [p.step for p in history] == list(range(1, 31))
+
+    paths = {a.path for a in svc.list_artifacts(me, run.id)}
+    assert paths == {"confusion_matrix.csv", "report.json"}
+    rows = list(
+        csv.reader(io.StringIO(svc.read_artifact(me, run.id, "confusion_matrix.csv").decode()))
+    )
+    assert rows[0] == ["actual\\predicted", "malignant", "benign"]
+    assert sum(int(v) for row in rows[1:] for v in row[1:]) == 114  # the 20 % test split
+    report = json.loads(svc.read_artifact(me, run.id, "report.json"))
+    assert report["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+
+
+def test_quickstart_tells_what_to_do_next() -> None:
+    result = runner.invoke(app, ["quickstart"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = " ".join(result.stdout.split())
+    assert "Tracked a quickstart run" in out
+    assert "modelworks server" in out and "http://127.0.0.1:8080" in out
+    assert "MODELWORKS_ADMIN_PASSWORD" in out
+    assert "roc_auc" in out
+    # Running it again adds a second run to the same experiment.
+    again = runner.invoke(app, ["quickstart", "--json"])
+    assert again.exit_code == 0, again.output
+    listed = runner.invoke(app, ["runs", "list", "quickstart", "--json"])
+    assert len(json.loads(listed.stdout)["items"]) == 2
