@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default=None, description="Signs session cookies; default: generated once in HOME."
     )
     max_request_bytes: int = Field(default=32 * 1024 * 1024, description="Largest request body.")
+    max_artifact_bytes: int = Field(
+        default=5 * 1024**3, description="Largest artifact upload (streamed, not held in memory)."
+    )
     session_ttl_seconds: int = 12 * 3600
     url: str | None = Field(default=None, description="Server URL the SDK connects to.")
     token: SecretStr | None = Field(default=None, description="API token for the SDK.")
@@ -79,6 +82,7 @@ class Settings(BaseSettings):
             "s3_region": self.s3_region,
             "ray_address": self.ray_address,
             "max_request_bytes": self.max_request_bytes,
+            "max_artifact_bytes": self.max_artifact_bytes,
             "url": self.url,
             "token": "***" if self.token else None,
         }

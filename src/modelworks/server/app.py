@@ -64,7 +64,11 @@ def create_app(store: Store | None = None) -> FastAPI:
         same_site="lax",
         https_only=False,
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=store.settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=store.settings.max_request_bytes,
+        overrides=[(r"/api/v1/runs/[^/]+/artifacts/.+", store.settings.max_artifact_bytes)],
+    )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(PrometheusMiddleware)
     return app

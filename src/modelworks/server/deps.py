@@ -75,7 +75,11 @@ def current_principal(request: Request) -> Principal:
         if request.method not in SAFE_METHODS:
             expected = request.session.get("csrf")
             given = request.headers.get(CSRF_HEADER)
-            if not expected or not given or not secrets.compare_digest(expected, given):
+            if (
+                not expected
+                or not given
+                or not secrets.compare_digest(expected.encode(), given.encode())
+            ):
                 raise PermissionDenied(
                     "Missing or wrong CSRF token: send the X-CSRF-Token header the page gave you."
                 )

@@ -39,20 +39,32 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Refuse bodies over the limit with 413, by Content-Length or while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Paths matching a pattern in ``overrides`` get that pattern's limit instead (artifact
+    uploads are streamed to disk, so they may be far larger than a JSON body).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: list[tuple[str, int]] | None = None
+    ) -> None:
+        import re
+
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = [(re.compile(p), n) for p, n in overrides or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (n for p, n in self.overrides if p.fullmatch(scope.get("path", ""))), self.max_bytes
+        )
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(send, limit)
             return
         seen = 0
         responded = False
@@ -62,7 +74,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -76,12 +88,13 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not responded:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
+        setting = "MAX_REQUEST_BYTES" if limit == self.max_bytes else "MAX_ARTIFACT_BYTES"
         err = PayloadTooLarge(
-            f"Request body is larger than the limit of {self.max_bytes} bytes "
-            "(MODELWORKS_MAX_REQUEST_BYTES). Send less per request."
+            f"Request body is larger than the limit of {limit} bytes "
+            f"(MODELWORKS_{setting}). Send less per request."
         )
         body = json.dumps(err.to_problem()).encode()
         headers: list[Any] = [

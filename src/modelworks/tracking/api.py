@@ -1,7 +1,10 @@
 """REST routes for tracking: thin adapters over TrackingService."""
 
+from collections.abc import Iterator
+from typing import BinaryIO, cast
+
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import Response as RawResponse
+from fastapi.responses import StreamingResponse
 
 from modelworks.core.auth import Principal, Role
 from modelworks.core.schemas import Page
@@ -242,10 +245,17 @@ async def upload_artifact(
     principal: Principal = Depends(current_principal),
     svc: TrackingService = Depends(tracking),
 ) -> ArtifactOut:
+    """Upload one file as the raw request body; streamed to disk, never held in memory."""
+    import tempfile
+
     from starlette.concurrency import run_in_threadpool
 
-    data = await request.body()
-    return await run_in_threadpool(svc.log_artifact, principal, run_id, path, data)
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        async for chunk in request.stream():
+            await run_in_threadpool(spool.write, chunk)
+        spool.seek(0)
+        source = cast(BinaryIO, spool)
+        return await run_in_threadpool(svc.log_artifact, principal, run_id, path, source)
 
 
 @router.get("/runs/{run_id}/artifacts/{path:path}", **auth_rule(Role.VIEWER))
@@ -254,17 +264,27 @@ def download_artifact(
     path: str,
     principal: Principal = Depends(current_principal),
     svc: TrackingService = Depends(tracking),
-) -> RawResponse:
+) -> StreamingResponse:
+    """The artifact's bytes, checked against their sha256 (also sent as the ETag)."""
     import mimetypes
 
-    data = svc.read_artifact(principal, run_id, path)
+    info = svc.artifact_info(principal, run_id, path)
+    stream = svc.store.artifacts.open_verified(info.sha256)
+
+    def chunks() -> Iterator[bytes]:
+        with stream:
+            while block := stream.read(1024 * 1024):
+                yield block
+
     media = mimetypes.guess_type(path)[0] or "application/octet-stream"
     name = path.rsplit("/", 1)[-1].replace('"', "")
-    return RawResponse(
-        data,
+    return StreamingResponse(
+        chunks(),
         media_type=media,
         headers={
             "Content-Disposition": f'inline; filename="{name}"',
+            "Content-Length": str(info.size),
+            "ETag": f'"{info.sha256}"',
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox",
         },

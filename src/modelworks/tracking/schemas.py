@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelworks.core.errors import InvalidInput
 from modelworks.tracking.models import RUN_STATUSES
 
 KEY_PATTERN = r"^[A-Za-z0-9_\-./: ]{1,250}$"
+_KEY_RE = re.compile(KEY_PATTERN)
+
+
+def check_key(kind: str, key: object) -> str:
+    """The one rule for metric, param and tag keys (the SDK checks early, the service always)."""
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise InvalidInput(
+            f"{kind} key {key!r} is not valid: use 1-250 letters, digits, spaces and "
+            "'_', '-', '.', '/', ':'."
+        )
+    if ".." in key.split("/"):
+        raise InvalidInput(f"{kind} key {key!r} must not contain a '..' segment.")
+    return key
 
 
 class ExperimentOut(BaseModel):
@@ -53,6 +68,8 @@ class MetricIn(BaseModel):
 
 
 class MetricPoint(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
     key: str
     value: float | None
     step: int
@@ -99,6 +116,8 @@ class ArtifactOut(BaseModel):
 
 
 class RunOut(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
     id: str
     experiment_id: str
     experiment_name: str
@@ -138,6 +157,8 @@ class RunCompare(BaseModel):
 
 
 class RunComparison(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
     runs: list[RunOut]
     param_keys: list[str]
     differing_params: list[str]

@@ -44,6 +44,7 @@ from modelworks.tracking.schemas import (
     MetricPoint,
     RunComparison,
     RunOut,
+    check_key,
 )
 
 MAX_PARAM_VALUE = 6000
@@ -63,21 +64,6 @@ def _exp_out(e: Experiment, run_count: int | None = None) -> ExperimentOut:
         deleted=e.deleted_at is not None,
         run_count=run_count,
     )
-
-
-def _check_key(kind: str, key: str) -> str:
-    import re
-
-    from modelworks.tracking.schemas import KEY_PATTERN
-
-    if not isinstance(key, str) or not re.match(KEY_PATTERN, key):
-        raise InvalidInput(
-            f"{kind} key {key!r} is not valid: use 1-250 letters, digits, spaces and "
-            "'_', '-', '.', '/', ':'."
-        )
-    if ".." in key.split("/"):
-        raise InvalidInput(f"{kind} key {key!r} must not contain a '..' segment.")
-    return key
 
 
 class TrackingService:
@@ -110,9 +96,7 @@ class TrackingService:
         description: str = "",
         tags: dict[str, str] | None = None,
     ) -> Experiment:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InvalidInput("Experiment name must have 1 to 200 characters.")
+        name = _experiment_name(name)
         existing = s.scalar(
             select(Experiment).where(Experiment.project_id == project.id, Experiment.name == name)
         )
@@ -217,9 +201,7 @@ class TrackingService:
             exp = self._experiment(s, p, ref)
             changes: dict[str, Any] = {}
             if name is not None and name != exp.name:
-                name = name.strip()
-                if not name:
-                    raise InvalidInput("Experiment name must not be empty.")
+                name = _experiment_name(name)
                 clash = s.scalar(
                     select(Experiment.id).where(
                         Experiment.project_id == p.id, Experiment.name == name
@@ -444,7 +426,7 @@ class TrackingService:
         if not params:
             return
         for key, value in params.items():
-            _check_key("Param", key)
+            check_key("Param", key)
             if len(value) > MAX_PARAM_VALUE:
                 raise InvalidInput(
                     f"Param {key!r} is {len(value)} characters; the limit is {MAX_PARAM_VALUE}. "
@@ -475,7 +457,7 @@ class TrackingService:
             return
         rows = []
         for key, value in tags.items():
-            _check_key("Tag", key)
+            check_key("Tag", key)
             value = str(value)
             if len(value) > MAX_TAG_VALUE:
                 raise InvalidInput(f"Tag {key!r} is longer than {MAX_TAG_VALUE} characters.")
@@ -495,7 +477,7 @@ class TrackingService:
         rows = []
         latest: dict[str, dict[str, Any]] = {}
         for m in metrics:
-            _check_key("Metric", m.key)
+            check_key("Metric", m.key)
             row = {
                 "run_id": run.id,
                 "key": m.key,
@@ -777,6 +759,20 @@ class TrackingService:
             )
             for r in runs
         ]
+
+
+def _experiment_name(name: str) -> str:
+    """Names appear in pages and shell commands: no control characters.
+
+    '/' is allowed (MLflow users group experiments like 'team/churn'); REST clients address
+    such experiments by id.
+    """
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("Experiment name must have 1 to 200 characters.")
+    if any(ord(c) < 32 for c in name):
+        raise InvalidInput(f"Experiment name {name!r} must not contain control characters.")
+    return name
 
 
 def _param_str(value: Any) -> str:

@@ -1,0 +1,525 @@
+"""The SDK entry point: ``mw.connect()`` gives a :class:`Workspace`, embedded or remote.
+
+One API, two transports (see :mod:`modelworks.transport`): with no URL the services run
+in this process on the local store (``MODELWORKS_HOME``, SQLite by default); with a URL
+(or ``MODELWORKS_URL``) every call goes to a Modelworks server over REST, authenticated
+with an API token (``token=`` or ``MODELWORKS_TOKEN``).
+
+>>> import modelworks as mw
+>>> ws = mw.connect()                                         # embedded  # doctest: +SKIP
+>>> ws = mw.connect("https://mw.example.com", token="mw_...")  # remote    # doctest: +SKIP
+>>> with ws.start_run(experiment="churn") as run:             # doctest: +SKIP
+...     run.log_metric("auc", 0.91)
+>>> ws.runs.search(filter="metrics.auc > 0.9", experiments=["churn"]).items  # doctest: +SKIP
+
+The module-level :func:`start_run` and :func:`active_run` use a default workspace made
+from the environment on first use, like MLflow's fluent API.
+"""
+
+from __future__ import annotations
+
+import builtins
+import html
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from modelworks.core.config import Settings, get_settings
+from modelworks.core.errors import Unauthenticated
+from modelworks.tracking.client import ActiveRun, current_run, live_runs
+from modelworks.tracking.client import start_run as _start_run
+
+if TYPE_CHECKING:
+    from modelworks.core.schemas import Page
+    from modelworks.tracking.schemas import (
+        ArtifactOut,
+        ExperimentOut,
+        MetricPoint,
+        RunComparison,
+        RunOut,
+    )
+    from modelworks.transport import TrackingBackend
+
+__all__ = ["ActiveRun", "Experiments", "Runs", "Workspace", "active_run", "connect", "start_run"]
+
+Mode = Literal["embedded", "remote"]
+RunRef: TypeAlias = "str | RunOut | ActiveRun"
+
+
+def _run_id(run: RunRef) -> str:
+    return run if isinstance(run, str) else run.id
+
+
+class Experiments:
+    """Experiments of the workspace's project: ``ws.experiments``.
+
+    >>> ws.experiments.create("churn", description="Who leaves, and why")  # doctest: +SKIP
+    >>> ws.experiments.get("churn").run_count  # doctest: +SKIP
+    >>> [e.name for e in ws.experiments.list_all()]  # doctest: +SKIP
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._ws = workspace
+
+    def create(
+        self, name: str, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> ExperimentOut:
+        """Create an experiment; raises ``AlreadyExists`` if the name is taken."""
+        return self._ws.tracking.create_experiment(
+            self._ws.project, name, description, dict(tags or {})
+        )
+
+    def get(self, ref: str) -> ExperimentOut:
+        """An experiment by name or id (deleted ones included; see ``.deleted``)."""
+        return self._ws.tracking.get_experiment(self._ws.project, ref)
+
+    def list(
+        self,
+        *,
+        include_deleted: bool = False,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page[ExperimentOut]:
+        """One page of experiments, newest first; see :meth:`list_all` for every page."""
+        return self._ws.tracking.list_experiments(
+            self._ws.project,
+            include_deleted=include_deleted,
+            max_results=max_results,
+            page_token=page_token,
+        )
+
+    def list_all(self, *, include_deleted: bool = False) -> Iterator[ExperimentOut]:
+        """Every experiment, fetching pages as the iteration goes."""
+        token: str | None = None
+        while True:
+            page = self.list(include_deleted=include_deleted, page_token=token)
+            yield from page.items
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def update(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ExperimentOut:
+        """Rename, redescribe or add tags (merged into the existing ones)."""
+        return self._ws.tracking.update_experiment(
+            self._ws.project,
+            ref,
+            name=name,
+            description=description,
+            tags=dict(tags) if tags is not None else None,
+        )
+
+    def delete(self, ref: str) -> ExperimentOut:
+        """Soft delete: the experiment and its runs are hidden, nothing is erased."""
+        return self._ws.tracking.delete_experiment(self._ws.project, ref)
+
+    def restore(self, ref: str) -> ExperimentOut:
+        """Undo :meth:`delete`."""
+        return self._ws.tracking.restore_experiment(self._ws.project, ref)
+
+
+class Runs:
+    """Runs of the workspace's project: ``ws.runs``.
+
+    >>> page = ws.runs.search(filter="metrics.auc > 0.9", order_by=["metrics.auc DESC"])
+    ... # doctest: +SKIP
+    >>> best = page.items[0]  # doctest: +SKIP
+    >>> ws.runs.metric_history(best, "loss")  # doctest: +SKIP
+    >>> ws.runs.download_artifact(best, "plots/confusion.png", "confusion.png")  # doctest: +SKIP
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._ws = workspace
+
+    def get(self, run: RunRef) -> RunOut:
+        """A run with its params, tags and latest metrics; ``NotFound`` if there is none."""
+        return self._ws.tracking.get_run(_run_id(run))
+
+    def search(
+        self,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        experiments: str | Sequence[str] | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> Page[RunOut]:
+        """One page of runs matching ``filter`` (MLflow syntax), sorted by ``order_by``.
+
+        Pass ``page.next_page_token`` back as ``page_token`` for the next page.
+
+        >>> ws.runs.search("params.model = 'lgbm' and metrics.auc > 0.9",
+        ...                order_by=["metrics.auc DESC"], experiments="churn")  # doctest: +SKIP
+        """
+        return self._ws.tracking.search_runs(
+            self._ws.project,
+            experiments=[experiments] if isinstance(experiments, str) else experiments,
+            filter=filter,
+            order_by=[order_by] if isinstance(order_by, str) else order_by,
+            max_results=max_results,
+            page_token=page_token,
+            include_deleted=include_deleted,
+        )
+
+    def search_all(
+        self,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        experiments: str | Sequence[str] | None = None,
+        *,
+        include_deleted: bool = False,
+        page_size: int = 1000,
+    ) -> Iterator[RunOut]:
+        """Every matching run, fetching pages of ``page_size`` as the iteration goes.
+
+        >>> for run in ws.runs.search_all("metrics.auc > 0.9"):  # doctest: +SKIP
+        ...     print(run.id, run.metrics["auc"])
+        """
+        token: str | None = None
+        while True:
+            page = self.search(
+                filter,
+                order_by,
+                experiments,
+                page_size,
+                token,
+                include_deleted=include_deleted,
+            )
+            yield from page.items
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def compare(
+        self, runs: Sequence[RunRef], metric_keys: Sequence[str] | None = None
+    ) -> RunComparison:
+        """Params side by side (``differing_params``) and metric histories of ``runs``."""
+        return self._ws.tracking.compare_runs(
+            [_run_id(r) for r in runs], list(metric_keys) if metric_keys else None
+        )
+
+    def update(
+        self, run: RunRef, *, name: str | None = None, description: str | None = None
+    ) -> RunOut:
+        """Rename a run or change its description."""
+        return self._ws.tracking.update_run(_run_id(run), name=name, description=description)
+
+    def delete(self, run: RunRef) -> RunOut:
+        """Soft delete: hidden from search, nothing erased."""
+        return self._ws.tracking.delete_run(_run_id(run))
+
+    def restore(self, run: RunRef) -> RunOut:
+        """Undo :meth:`delete`."""
+        return self._ws.tracking.restore_run(_run_id(run))
+
+    def metric_history(self, run: RunRef, key: str) -> builtins.list[MetricPoint]:
+        """Every point of one metric, in step order."""
+        return self._ws.tracking.metric_history(_run_id(run), key)
+
+    def list_artifacts(self, run: RunRef, prefix: str | None = None) -> builtins.list[ArtifactOut]:
+        """The run's artifacts (path, sha256, size), optionally under a folder ``prefix``."""
+        return self._ws.tracking.list_artifacts(_run_id(run), prefix)
+
+    def read_artifact(self, run: RunRef, path: str) -> bytes:
+        """An artifact's bytes, checked against its sha256."""
+        return self._ws.tracking.read_artifact(_run_id(run), path)
+
+    def download_artifact(
+        self, run: RunRef, path: str, dest: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Write an artifact to ``dest`` (a file path, or a folder to put it in; default: a
+        new temporary folder), checked against its sha256 and written atomically."""
+        if dest is None:
+            target = Path(tempfile.mkdtemp(prefix="modelworks-")) / Path(path).name
+        else:
+            target = Path(dest)
+            if target.is_dir():
+                target = target / Path(path).name
+        return self._ws.tracking.download_artifact(_run_id(run), path, target)
+
+    @staticmethod
+    def records(runs: Iterator[RunOut] | Sequence[RunOut]) -> builtins.list[dict[str, Any]]:
+        """Flat rows (``params.lr``, ``metrics.auc``, ``tags.team``...) for tables.
+
+        >>> import pandas as pd  # doctest: +SKIP
+        >>> pd.DataFrame(ws.runs.records(ws.runs.search_all(experiments="churn")))
+        ... # doctest: +SKIP
+        """
+        rows = []
+        for r in runs:
+            row: dict[str, Any] = {
+                "id": r.id,
+                "name": r.name,
+                "experiment": r.experiment_name,
+                "status": r.status,
+                "start_time": r.start_time,
+                "end_time": r.end_time,
+                "duration_s": r.duration_s,
+                "parent_run_id": r.parent_run_id,
+                "created_by": r.created_by,
+            }
+            row.update({f"params.{k}": v for k, v in r.params.items()})
+            row.update({f"metrics.{k}": v for k, v in r.metrics.items()})
+            row.update({f"tags.{k}": v for k, v in r.tags.items()})
+            rows.append(row)
+        return rows
+
+
+class Workspace:
+    """A connection to one project: ``ws.experiments``, ``ws.runs``, ``ws.start_run()``.
+
+    Make one with :func:`connect`. The same code works on both transports.
+
+    >>> ws = mw.connect(project="default")  # doctest: +SKIP
+    >>> ws
+    <Workspace embedded project='default' at /home/me/.modelworks>
+    """
+
+    def __init__(
+        self,
+        tracking: TrackingBackend,
+        *,
+        project: str = "default",
+        mode: Mode,
+        location: str,
+        closer: Any = None,
+    ) -> None:
+        self.tracking = tracking
+        self.project = project
+        self.mode: Mode = mode
+        self.location = location
+        self._closer = closer
+        self._closed = False
+        self.experiments = Experiments(self)
+        self.runs = Runs(self)
+
+    def start_run(
+        self,
+        experiment: str = "default",
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        parent: RunRef | None = None,
+        nested: bool = False,
+        *,
+        description: str = "",
+    ) -> ActiveRun:
+        """Start a run in ``experiment`` (created if it does not exist) and make it active.
+
+        Use it as a context manager: the run is FINISHED when the block ends, FAILED if it
+        raises (the exception propagates), KILLED on Ctrl-C. Inside an active run, pass
+        ``nested=True`` to start a child run (its ``parent_run_id`` is set for you).
+
+        >>> with ws.start_run(experiment="churn", params={"lr": 0.1}) as run:  # doctest: +SKIP
+        ...     for fold in range(5):
+        ...         with ws.start_run(experiment="churn", nested=True) as child:
+        ...             child.log_metric("auc", 0.9)
+        """
+        return _start_run(
+            self.tracking,
+            self.project,
+            experiment,
+            name=name,
+            description=description,
+            tags=tags,
+            params=params,
+            parent=parent,
+            nested=nested,
+            workspace=self,
+        )
+
+    def close(self) -> None:
+        """End this workspace's runs still open (flushing them), then close the connection."""
+        if self._closed:
+            return
+        for run in live_runs():
+            if run.workspace is self:
+                try:
+                    if run._direct:
+                        run.flush()
+                    else:
+                        run.end()
+                except Exception as exc:
+                    print(f"modelworks: WARNING: run {run.id}: {exc}", file=sys.stderr)
+        self._closed = True
+        if self._closer is not None:
+            self._closer()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<Workspace {self.mode} project={self.project!r} at {self.location}{state}>"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("mode", self.mode),
+            ("project", self.project),
+            ("server" if self.mode == "remote" else "home", self.location),
+        ]
+        if self._closed:
+            rows.append(("state", "closed"))
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table><caption>Modelworks workspace</caption>{body}</table>"
+
+
+def connect(
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    project: str = "default",
+    settings: Settings | None = None,
+) -> Workspace:
+    """Open a workspace: embedded on the local store, or remote on a server.
+
+    ``url`` defaults to ``MODELWORKS_URL``; without one the store named by
+    ``MODELWORKS_HOME`` / ``MODELWORKS_DATABASE_URL`` is opened in this process. A remote
+    workspace needs an API token (``token`` or ``MODELWORKS_TOKEN``); connecting checks it
+    and the project at once, so a wrong URL or token fails here and not mid-training.
+
+    >>> ws = mw.connect()  # doctest: +SKIP
+    >>> ws = mw.connect("http://127.0.0.1:8080", token="mw_...", project="fraud")
+    ... # doctest: +SKIP
+    """
+    cfg = settings or get_settings()
+    url = url or cfg.url
+    if url:
+        return _connect_remote(url, token or _secret(cfg), project)
+    from modelworks.core.store import Store
+    from modelworks.transport import embedded_tracking
+
+    store = Store(cfg)
+    return Workspace(
+        embedded_tracking(store),
+        project=project,
+        mode="embedded",
+        location=str(cfg.home_path)
+        if not cfg.database_url
+        else _masked(cfg.effective_database_url),
+        closer=store.close,
+    )
+
+
+def _secret(cfg: Settings) -> str | None:
+    return cfg.token.get_secret_value() if cfg.token else None
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+def _connect_remote(url: str, token: str | None, project: str) -> Workspace:
+    from urllib.parse import quote
+
+    from modelworks.transport import HttpClient, RemoteTracking
+
+    if not token:
+        raise Unauthenticated(
+            f"Connecting to {url} needs an API token: pass token=... or set MODELWORKS_TOKEN. "
+            "Create one with `modelworks tokens create NAME`."
+        )
+    http = HttpClient(url, token)
+    try:
+        http.request("GET", f"/api/v1/projects/{quote(project, safe='')}", idempotent=True)
+    except BaseException:
+        http.close()
+        raise
+    return Workspace(
+        RemoteTracking(http),
+        project=project,
+        mode="remote",
+        location=http.base_url,
+        closer=http.close,
+    )
+
+
+# ---- the default workspace of the module-level API --------------------------------------------
+_default: tuple[tuple[Any, ...], Workspace] | None = None
+_default_lock = threading.Lock()
+
+
+def default_workspace() -> Workspace:
+    """The workspace ``mw.start_run`` uses: ``mw.connect()`` from the environment, made once
+    (and again only if the environment now names another store or server)."""
+    global _default
+    cfg = get_settings()
+    key = (
+        os.getpid(),
+        cfg.url,
+        _secret(cfg),
+        cfg.effective_database_url,
+        cfg.effective_artifact_url,
+    )
+    with _default_lock:
+        if _default is not None and _default[0] == key and not _default[1]._closed:
+            return _default[1]
+        ws = connect(settings=cfg)
+        _default = (key, ws)
+        return ws
+
+
+def start_run(
+    experiment: str = "default",
+    name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent: RunRef | None = None,
+    nested: bool = False,
+    *,
+    description: str = "",
+) -> ActiveRun:
+    """Start a run on the default workspace; see :meth:`Workspace.start_run`.
+
+    >>> import modelworks as mw
+    >>> with mw.start_run(experiment="churn") as run:  # doctest: +SKIP
+    ...     run.log_params({"lr": 0.1, "depth": 6})
+    ...     run.log_metric("auc", 0.91, step=3)
+    """
+    return default_workspace().start_run(
+        experiment,
+        name,
+        tags,
+        params,
+        parent,
+        nested,
+        description=description,
+    )
+
+
+def active_run() -> ActiveRun | None:
+    """The innermost run started and not yet ended in this thread, or None.
+
+    >>> with mw.start_run(experiment="churn") as run:  # doctest: +SKIP
+    ...     assert mw.active_run() is run
+    """
+    return current_run()
