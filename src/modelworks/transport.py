@@ -14,6 +14,7 @@ same Pydantic objects and raise the same typed errors. The SDK above them
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from urllib.parse import quote
 
 import httpx
@@ -183,165 +184,27 @@ def is_transient(exc: BaseException) -> bool:
 
 # ---- embedded ------------------------------------------------------------------------------
 class EmbeddedTracking:
-    """TrackingService with the principal bound: every call runs in this process."""
+    """TrackingService with the principal bound: every call runs in this process.
+
+    Each method of the :class:`TrackingBackend` protocol is the service's method with the
+    principal filled in, so the embedded side cannot drift from the service's signatures.
+    """
 
     def __init__(self, service: TrackingService, principal: Principal) -> None:
         self.service = service
         self.principal = principal
 
-    def create_experiment(
-        self, project: str, name: str, description: str = "", tags: dict[str, str] | None = None
-    ) -> ExperimentOut:
-        return self.service.create_experiment(self.principal, project, name, description, tags)
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in _BACKEND_METHODS:
+            raise AttributeError(name)
+        bound = functools.partial(getattr(self.service, name), self.principal)
+        setattr(self, name, bound)  # resolve once per name
+        return bound
 
-    def get_experiment(self, project: str, ref: str) -> ExperimentOut:
-        return self.service.get_experiment(self.principal, project, ref)
 
-    def list_experiments(
-        self,
-        project: str,
-        *,
-        include_deleted: bool = False,
-        max_results: int = 1000,
-        page_token: str | None = None,
-    ) -> Page[ExperimentOut]:
-        return self.service.list_experiments(
-            self.principal,
-            project,
-            include_deleted=include_deleted,
-            max_results=max_results,
-            page_token=page_token,
-        )
-
-    def update_experiment(
-        self,
-        project: str,
-        ref: str,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> ExperimentOut:
-        return self.service.update_experiment(
-            self.principal, project, ref, name=name, description=description, tags=tags
-        )
-
-    def delete_experiment(self, project: str, ref: str) -> ExperimentOut:
-        return self.service.delete_experiment(self.principal, project, ref)
-
-    def restore_experiment(self, project: str, ref: str) -> ExperimentOut:
-        return self.service.restore_experiment(self.principal, project, ref)
-
-    def create_run(
-        self,
-        project: str,
-        experiment: str,
-        *,
-        name: str | None = None,
-        description: str = "",
-        tags: dict[str, str] | None = None,
-        params: dict[str, Any] | None = None,
-        parent_run_id: str | None = None,
-        system_info: dict[str, Any] | None = None,
-    ) -> RunOut:
-        return self.service.create_run(
-            self.principal,
-            project,
-            experiment,
-            name=name,
-            description=description,
-            tags=tags,
-            params=params,
-            parent_run_id=parent_run_id,
-            system_info=system_info,
-        )
-
-    def get_run(self, run_id: str) -> RunOut:
-        return self.service.get_run(self.principal, run_id)
-
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: str | None = None,
-        end_time: datetime | None = None,
-        name: str | None = None,
-        description: str | None = None,
-    ) -> RunOut:
-        return self.service.update_run(
-            self.principal,
-            run_id,
-            status=status,
-            end_time=end_time,
-            name=name,
-            description=description,
-        )
-
-    def delete_run(self, run_id: str) -> RunOut:
-        return self.service.delete_run(self.principal, run_id)
-
-    def restore_run(self, run_id: str) -> RunOut:
-        return self.service.restore_run(self.principal, run_id)
-
-    def log_batch(
-        self,
-        run_id: str,
-        *,
-        metrics: Sequence[MetricIn] = (),
-        params: dict[str, Any] | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> None:
-        self.service.log_batch(self.principal, run_id, metrics=metrics, params=params, tags=tags)
-
-    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
-        return self.service.metric_history(self.principal, run_id, key)
-
-    def log_artifact(self, run_id: str, path: str, source: ArtifactSource) -> ArtifactOut:
-        return self.service.log_artifact(self.principal, run_id, path, source)
-
-    def log_artifacts(
-        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
-    ) -> list[ArtifactOut]:
-        return self.service.log_artifacts(self.principal, run_id, local_dir, artifact_path)
-
-    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactOut]:
-        return self.service.list_artifacts(self.principal, run_id, prefix)
-
-    def artifact_info(self, run_id: str, path: str) -> ArtifactOut:
-        return self.service.artifact_info(self.principal, run_id, path)
-
-    def read_artifact(self, run_id: str, path: str) -> bytes:
-        return self.service.read_artifact(self.principal, run_id, path)
-
-    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> Path:
-        return self.service.download_artifact(self.principal, run_id, path, dest)
-
-    def search_runs(
-        self,
-        project: str,
-        *,
-        experiments: Sequence[str] | None = None,
-        filter: str | None = None,
-        order_by: Sequence[str] | None = None,
-        max_results: int = 100,
-        page_token: str | None = None,
-        include_deleted: bool = False,
-    ) -> Page[RunOut]:
-        return self.service.search_runs(
-            self.principal,
-            project,
-            experiments=experiments,
-            filter=filter,
-            order_by=order_by,
-            max_results=max_results,
-            page_token=page_token,
-            include_deleted=include_deleted,
-        )
-
-    def compare_runs(
-        self, run_ids: Sequence[str], metric_keys: Sequence[str] | None = None
-    ) -> RunComparison:
-        return self.service.compare_runs(self.principal, run_ids, metric_keys)
+_BACKEND_METHODS = frozenset(
+    n for n, v in vars(TrackingBackend).items() if callable(v) and not n.startswith("_")
+)
 
 
 def embedded_tracking(store: Store, principal: Principal | None = None) -> TrackingBackend:
@@ -349,7 +212,8 @@ def embedded_tracking(store: Store, principal: Principal | None = None) -> Track
     from modelworks.core.auth import local_principal
     from modelworks.tracking.service import TrackingService
 
-    return EmbeddedTracking(TrackingService(store), principal or local_principal())
+    backend = EmbeddedTracking(TrackingService(store), principal or local_principal())
+    return cast(TrackingBackend, backend)
 
 
 # ---- HTTP ----------------------------------------------------------------------------------
