@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from filelock import FileLock
 from sqlalchemy import JSON, DateTime, Engine, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.dialects import postgresql
@@ -73,11 +74,27 @@ def create_db_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            parsed, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=8
+            parsed,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            pool_size=8,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+    )
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson: JSON columns (run system info, audit changes) are read on every search.
+    return orjson.dumps(value, default=str).decode()
 
 
 def _tune_sqlite(engine: Engine) -> None:

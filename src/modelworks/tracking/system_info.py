@@ -16,6 +16,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -47,7 +48,7 @@ def collect_system_info(cwd: str | os.PathLike[str] | None = None) -> dict[str, 
     script = sys.argv[0] if sys.argv and sys.argv[0] else None
     if script and script not in ("-c", "-"):
         info["script"] = script
-    git = git_info(cwd)
+    git = _recent_git_info(Path(cwd) if cwd is not None else Path.cwd())
     if git:
         info["git"] = git
     return info
@@ -75,6 +76,22 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+GIT_CACHE_S = 10.0
+_git_cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+
+
+def _recent_git_info(where: Path) -> dict[str, Any]:
+    """git_info, reused for a few seconds: a sweep starting hundreds of runs in a loop
+    would otherwise spend most of its time starting git processes."""
+    now = time.monotonic()
+    hit = _git_cache.get(where)
+    if hit is not None and now - hit[0] < GIT_CACHE_S:
+        return dict(hit[1])
+    info = git_info(where)
+    _git_cache[where] = (now, info)
+    return dict(info)
 
 
 def git_info(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
