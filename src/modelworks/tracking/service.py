@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import Select, and_, bindparam, func, or_, select, text
+from sqlalchemy import Select, Text, and_, bindparam, cast, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -680,7 +681,9 @@ class TrackingService:
         with self.store.transaction() as s:
             p = require_project(s, principal, project, Role.VIEWER, "Searching runs")
             # Plain rows, not ORM objects: search returns up to thousands of runs.
-            stmt: Select[Any] = select(*Run.__table__.c).where(Run.project_id == p.id)
+            stmt: Select[Any] = select(
+                *Run.__table__.c, *_children_as_json(s.get_bind().dialect.name)
+            ).where(Run.project_id == p.id)
             if experiments:
                 exp_ids = [self._experiment(s, p, ref).id for ref in experiments]
                 stmt = stmt.where(Run.experiment_id.in_(exp_ids))
@@ -694,7 +697,7 @@ class TrackingService:
             stmt = apply_order(stmt, keys).offset(offset).limit(max_results + 1)
             # Core on the connection skips the ORM's per-statement work (search is hot).
             runs = s.connection().execute(stmt).all()
-            items = self._runs_out(s, runs[:max_results])
+            items = self._runs_out(s, runs[:max_results], with_children=True)
             nxt = encode_page_token(offset + max_results) if len(runs) > max_results else None
             return Page[RunOut](items=items, next_page_token=nxt)
 
@@ -723,8 +726,14 @@ class TrackingService:
                 histories=dict(histories),
             )
 
-    def _runs_out(self, s: Session, runs: Sequence[Any]) -> list[RunOut]:
-        """Build RunOut for many runs (ORM objects or rows) with one query for their children."""
+    def _runs_out(
+        self, s: Session, runs: Sequence[Any], *, with_children: bool = False
+    ) -> list[RunOut]:
+        """Build RunOut for many runs (ORM objects or rows).
+
+        ``with_children``: the rows carry their params, tags and metrics as JSON columns
+        (see :func:`_children_as_json`); otherwise one more query fetches them.
+        """
         if not runs:
             return []
         ids = [r.id for r in runs]
@@ -732,7 +741,15 @@ class TrackingService:
         tags: dict[str, dict[str, str]] = defaultdict(dict)
         metrics: dict[str, dict[str, float | None]] = defaultdict(dict)
         conn = s.connection()
-        for chunk in _chunks(ids, 300):
+        if with_children:
+            for r in runs:
+                params[r.id] = _json_object(r.params_json)
+                tags[r.id] = _json_object(r.tags_json)
+                metrics[r.id] = {
+                    k: None if v is None else float(v)
+                    for k, v in _json_object(r.metrics_json).items()
+                }
+        for chunk in [] if with_children else _chunks(ids, 300):
             for kind, rid, key, text_value, num in conn.execute(_CHILDREN, {"ids": chunk}).all():
                 if kind == 0:
                     params[rid][key] = text_value
@@ -740,6 +757,11 @@ class TrackingService:
                     tags[rid][key] = text_value
                 else:
                     metrics[rid][key] = num
+        if not with_children:  # the aggregated JSON comes sorted by key; match it here
+            for rid in ids:
+                params[rid] = dict(sorted(params[rid].items()))
+                tags[rid] = dict(sorted(tags[rid].items()))
+                metrics[rid] = dict(sorted(metrics[rid].items()))
         exp_names = dict(
             conn.execute(
                 select(Experiment.id, Experiment.name).where(
@@ -764,14 +786,44 @@ class TrackingService:
                     "created_by": r.created_by,
                     "description": r.description,
                     "system_info": r.system_info or {},
-                    "params": dict(sorted(params[r.id].items())),
-                    "tags": dict(sorted(tags[r.id].items())),
-                    "metrics": dict(sorted(metrics[r.id].items())),
+                    "params": params[r.id],
+                    "tags": tags[r.id],
+                    "metrics": metrics[r.id],
                     "deleted": r.deleted_at is not None,
                 }
                 for r in runs
             ]
         )
+
+
+def _children_as_json(dialect: str) -> list[Any]:
+    """Correlated subqueries giving each run's params, tags and latest metrics as one JSON
+    object each, so a search is one query however many runs it returns. Metric values
+    travel as text: JSON cannot hold the infinities a metric may take."""
+    agg = func.jsonb_object_agg if dialect == "postgresql" else func.json_group_object
+    return [
+        select(agg(RunParam.key, RunParam.value))
+        .where(RunParam.run_id == Run.id)
+        .scalar_subquery()
+        .label("params_json"),
+        select(agg(RunTag.key, RunTag.value))
+        .where(RunTag.run_id == Run.id)
+        .scalar_subquery()
+        .label("tags_json"),
+        select(agg(LatestMetric.key, cast(LatestMetric.value, Text)))
+        .where(LatestMetric.run_id == Run.id)
+        .scalar_subquery()
+        .label("metrics_json"),
+    ]
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):  # psycopg decodes jsonb itself
+        return value
+    decoded: dict[str, Any] = orjson.loads(value)
+    return decoded
 
 
 def _experiment_name(name: str) -> str:
