@@ -392,7 +392,7 @@ def connect(
     url: str | None = None,
     *,
     token: str | None = None,
-    project: str = "default",
+    project: str | None = None,
     settings: Settings | None = None,
 ) -> Workspace:
     """Open a workspace: embedded on the local store, or remote on a server.
@@ -407,6 +407,7 @@ def connect(
     ... # doctest: +SKIP
     """
     cfg = settings or get_settings()
+    project = project or cfg.project
     url = url or cfg.url
     if url:
         return _connect_remote(url, token or _secret(cfg), project)

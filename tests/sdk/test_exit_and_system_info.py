@@ -112,3 +112,28 @@ def test_system_info_reads_git(tmp_path: Path) -> None:
     (tmp_path / "untracked.txt").write_text("x")
     git("checkout", "-q", "--", "train.py")
     assert git_info(tmp_path)["dirty"] is False  # untracked files do not count
+
+
+def test_project_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MODELWORKS_PROJECT picks the SDK's project; an explicit project= wins over it."""
+    from modelworks.core.auth import local_principal
+    from modelworks.core.config import get_settings
+    from modelworks.core.store import Store
+    from modelworks.governance.service import GovernanceService
+
+    home = tmp_path / "proj-home"
+    store = Store(Settings(home=home))
+    GovernanceService(store).create_project(local_principal(), "fraud")
+    store.close()
+    monkeypatch.setenv("MODELWORKS_HOME", str(home))
+    monkeypatch.setenv("MODELWORKS_PROJECT", "fraud")
+    get_settings.cache_clear()
+    ws = mw.connect()
+    assert ws.project == "fraud"
+    with ws.start_run(experiment="e") as run:
+        run.log_metric("m", 1.0)
+    assert [r.id for r in ws.runs.search().items] == [run.id]
+    ws.close()
+    assert mw.connect(project="default").project == "default"

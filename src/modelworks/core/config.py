@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     )
     session_ttl_seconds: int = 12 * 3600
     url: str | None = Field(default=None, description="Server URL the SDK connects to.")
+    project: str = Field(default="default", description="Project the SDK works in.")
     token: SecretStr | None = Field(default=None, description="API token for the SDK.")
 
     @property
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
             "max_request_bytes": self.max_request_bytes,
             "max_artifact_bytes": self.max_artifact_bytes,
             "url": self.url,
+            "project": self.project,
             "token": "***" if self.token else None,
         }
 
