@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from modelworks.core.errors import InvalidInput, ServiceUnavailable
+
+READ_ONLY = "modelworks_read_only"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -42,13 +45,28 @@ class UTCDateTime(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime given; use modelworks.core.ids.utcnow()")
-        return value
+        return value.astimezone(UTC)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # SQLite keeps UTC as ISO text; one C-level parse per value instead of the generic
+        # regex parse plus a second pass (searches read thousands of these).
+        def parse(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return self.process_result_value(value, dialect)
+
+        return parse
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        from datetime import UTC
-
         if value is None:
             return None
         if value.tzinfo is None:
@@ -111,7 +129,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads take no write lock, so a page or a search never waits for a writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def migrations_config(engine: Engine) -> Any:
@@ -193,6 +213,13 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it does not take the write lock."""
+        with self._sessions() as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session
 
     def dispose(self) -> None:

@@ -37,5 +37,11 @@ class Store:
         with self.db.transaction() as session:
             yield session
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (no write lock on SQLite)."""
+        with self.db.read() as session:
+            yield session
+
     def close(self) -> None:
         self.db.dispose()

@@ -159,7 +159,7 @@ class TrackingService:
             return _exp_out(self._create_experiment(s, principal, p, name, description, tags))
 
     def get_experiment(self, principal: Principal, project: str, ref: str) -> ExperimentOut:
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             p = require_project(s, principal, project, Role.VIEWER, "Reading experiments")
             exp = self._experiment(s, p, ref, include_deleted=True)
             count = s.scalar(
@@ -178,7 +178,7 @@ class TrackingService:
     ) -> Page[ExperimentOut]:
         check_page_size(max_results)
         offset = decode_page_token(page_token)
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             p = require_project(s, principal, project, Role.VIEWER, "Listing experiments")
             counts = (
                 select(Run.experiment_id, func.count().label("n"))
@@ -349,7 +349,7 @@ class TrackingService:
             return self._runs_out(s, [run])[0]
 
     def get_run(self, principal: Principal, run_id: str) -> RunOut:
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             run, _ = self._run(s, principal, run_id, Role.VIEWER, "Reading runs")
             return self._runs_out(s, [run])[0]
 
@@ -531,7 +531,7 @@ class TrackingService:
         )
 
     def metric_history(self, principal: Principal, run_id: str, key: str) -> list[MetricPoint]:
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             self._run(s, principal, run_id, Role.VIEWER, "Reading runs")
             return self._histories(s, [run_id], [key]).get(key, {}).get(run_id, [])
 
@@ -625,7 +625,7 @@ class TrackingService:
     def list_artifacts(
         self, principal: Principal, run_id: str, prefix: str | None = None
     ) -> list[ArtifactOut]:
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             run, _ = self._run(s, principal, run_id, Role.VIEWER, "Reading runs")
             stmt = select(RunArtifact).where(RunArtifact.run_id == run.id)
             if prefix:
@@ -641,7 +641,7 @@ class TrackingService:
         from modelworks.core.artifacts import validate_relative_path
 
         path = validate_relative_path(path)
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             run, _ = self._run(s, principal, run_id, Role.VIEWER, "Reading runs")
             row = s.get(RunArtifact, (run.id, path))
             if row is None:
@@ -678,7 +678,7 @@ class TrackingService:
         offset = decode_page_token(page_token)
         expr = parse_filter(filter)
         keys = parse_order_by(list(order_by) if order_by else None)
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             p = require_project(s, principal, project, Role.VIEWER, "Searching runs")
             # Plain rows, not ORM objects: search returns up to thousands of runs.
             stmt: Select[Any] = select(
@@ -706,7 +706,7 @@ class TrackingService:
     ) -> RunComparison:
         if not run_ids:
             raise InvalidInput("Give at least one run id to compare.")
-        with self.store.transaction() as s:
+        with self.store.read() as s:
             runs = [
                 self._run(s, principal, rid, Role.VIEWER, "Reading runs")[0]
                 for rid in dict.fromkeys(run_ids)
