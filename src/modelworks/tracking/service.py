@@ -10,6 +10,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -676,25 +677,22 @@ class TrackingService:
     ) -> Page[RunOut]:
         check_page_size(max_results)
         offset = decode_page_token(page_token)
-        expr = parse_filter(filter)
-        keys = parse_order_by(list(order_by) if order_by else None)
         with self.store.read() as s:
             p = require_project(s, principal, project, Role.VIEWER, "Searching runs")
-            # Plain rows, not ORM objects: search returns up to thousands of runs.
-            stmt: Select[Any] = select(
-                *Run.__table__.c, *_children_as_json(s.get_bind().dialect.name)
-            ).where(Run.project_id == p.id)
-            if experiments:
-                exp_ids = [self._experiment(s, p, ref).id for ref in experiments]
-                stmt = stmt.where(Run.experiment_id.in_(exp_ids))
-            if not include_deleted:
-                live = select(Experiment.id).where(
-                    Experiment.project_id == p.id, Experiment.deleted_at.is_(None)
-                )
-                stmt = stmt.where(Run.deleted_at.is_(None), Run.experiment_id.in_(live))
-            if expr is not None:
-                stmt = stmt.where(compile_filter(expr))
-            stmt = apply_order(stmt, keys).offset(offset).limit(max_results + 1)
+            exp_ids = (
+                tuple(self._experiment(s, p, ref).id for ref in experiments)
+                if experiments
+                else None
+            )
+            base = _search_statement(
+                s.get_bind().dialect.name,
+                p.id,
+                exp_ids,
+                filter or None,
+                tuple(order_by) if order_by else None,
+                include_deleted,
+            )
+            stmt = base.offset(offset).limit(max_results + 1)
             # Core on the connection skips the ORM's per-statement work (search is hot).
             runs = s.connection().execute(stmt).all()
             items = self._runs_out(s, runs[:max_results], with_children=True)
@@ -794,6 +792,35 @@ class TrackingService:
                 for r in runs
             ]
         )
+
+
+@lru_cache(maxsize=256)
+def _search_statement(
+    dialect: str,
+    project_id: str,
+    experiment_ids: tuple[str, ...] | None,
+    filter_text: str | None,
+    order_by: tuple[str, ...] | None,
+    include_deleted: bool,
+) -> Select[Any]:
+    """The search query before paging. Statements are immutable, so one parsed and built
+    statement serves every repeat of the same search (dashboards poll the same query)."""
+    expr = parse_filter(filter_text)
+    keys = parse_order_by(list(order_by) if order_by else None)
+    # Plain rows, not ORM objects: search returns up to thousands of runs.
+    stmt: Select[Any] = select(*Run.__table__.c, *_children_as_json(dialect)).where(
+        Run.project_id == project_id
+    )
+    if experiment_ids is not None:
+        stmt = stmt.where(Run.experiment_id.in_(experiment_ids))
+    if not include_deleted:
+        live = select(Experiment.id).where(
+            Experiment.project_id == project_id, Experiment.deleted_at.is_(None)
+        )
+        stmt = stmt.where(Run.deleted_at.is_(None), Run.experiment_id.in_(live))
+    if expr is not None:
+        stmt = stmt.where(compile_filter(expr))
+    return apply_order(stmt, keys)
 
 
 def _children_as_json(dialect: str) -> list[Any]:
