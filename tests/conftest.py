@@ -6,14 +6,16 @@ A fixture for a service skips its tests with the reason when the service is abse
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,27 +70,71 @@ def store(settings: Settings) -> Iterator[Store]:
     s.close()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def temporary_postgres_database(prefix: str = "mw_test") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped on exit; skips when none is reachable."""
     try:
         import psycopg  # noqa: F401
         from sqlalchemy import create_engine, text
     except ImportError:
         unavailable("psycopg is not installed (pip install -e '.[postgres]')")
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"mw_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         admin.dispose()
         unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on 127.0.0.1 in a background thread; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="modelworks-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the test server did not start within 30 s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[[Any], contextlib.AbstractContextManager[str]]:
+    """``with serve(app) as url:`` runs a real server for the block."""
+    return running_server
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Callable[[str], contextlib.AbstractContextManager[str]]:
+    """``with postgres_database("prefix") as url:`` for a database of a wider scope."""
+    return temporary_postgres_database
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with temporary_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

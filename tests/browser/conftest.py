@@ -9,9 +9,6 @@ never used. Without the binary the tests skip with the reason, unless
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +45,6 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Site:
     """The running server and what was seeded into it."""
@@ -69,8 +60,7 @@ class Site:
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    import uvicorn
+def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Site]:
 
     from modelworks.server.app import create_app
 
@@ -114,30 +104,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tracking.update_run(admin, run.id, status="FINISHED")
         runs[name] = run.id
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="modelworks-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start within 30 s")
-        time.sleep(0.05)
-    yield Site(
-        url=f"http://127.0.0.1:{port}",
-        project="default",
-        other_project="growth",
-        experiment="churn",
-        runs=runs,
-        metric_keys=["auc", "loss"],
-        differing_param="model",
-        same_param="learning_rate",
-    )
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(store)) as url:
+        yield Site(
+            url=url,
+            project="default",
+            other_project="growth",
+            experiment="churn",
+            runs=runs,
+            metric_keys=["auc", "loss"],
+            differing_param="model",
+            same_param="learning_rate",
+        )
     store.close()
 
 

@@ -9,17 +9,13 @@ using fresh experiment names (the ``exp_name`` fixture).
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-import uvicorn
 
 import modelworks as mw
 from modelworks.core.config import Settings
@@ -37,45 +33,17 @@ class Server:
     store: Store
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def session_postgres_url() -> Iterator[str]:
+def session_postgres_url(postgres_database: Any) -> Iterator[str]:
     """Like ``postgres_url`` (same server, same skip rules), but one database per session."""
-    admin_url = os.environ.get(
-        "MODELWORKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-    )
-
-    def unavailable(reason: str) -> None:
-        if os.environ.get("MODELWORKS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (MODELWORKS_REQUIRE_SERVICES=1, so this is an error)")
-        pytest.skip(reason)
-
-    try:
-        import psycopg  # noqa: F401
-        from sqlalchemy import create_engine, text
-    except ImportError:
-        unavailable("psycopg is not installed (pip install -e '.[postgres]')")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"mw_sdk_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        unavailable(f"PostgreSQL is not reachable at {admin_url}: {exc}")
-    yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database("mw_sdk") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, session_postgres_url: str) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, session_postgres_url: str, serve: Any
+) -> Iterator[Server]:
     """A real Modelworks server (uvicorn, in a thread) on a PostgreSQL database."""
     from modelworks.server.app import create_app
 
@@ -84,21 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, session_postgres_url: str) 
     gov = GovernanceService(store)
     gov.bootstrap_admin("admin", ADMIN_PASSWORD)
     token = gov.create_token(gov.authenticate_password("admin", ADMIN_PASSWORD), "sdk-tests").token
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="sdk-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.02)
-    yield Server(url=f"http://127.0.0.1:{port}", token=token, store=store)
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(store)) as url:
+        yield Server(url=url, token=token, store=store)
     store.close()
 
 

@@ -148,3 +148,18 @@ def test_request_id_is_echoed(api: tuple[TestClient, Store]) -> None:
     client, _ = api
     resp = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert resp.headers["x-request-id"] == "abc-123"
+
+
+def test_audit_query_filters_and_validation(api: tuple[TestClient, Store]) -> None:
+    client, _ = api
+    for name in ("a1", "a2"):
+        client.post("/api/v1/projects/default/experiments", json={"name": name})
+    page = client.get("/api/v1/audit", params={"action": "experiment.*", "max_results": 1})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert [r["action"] for r in body["items"]] == ["experiment.create"]
+    assert body["next_page_token"]
+    scoped = client.get("/api/v1/projects/default/audit", params={"actor": "nobody"})
+    assert scoped.json()["items"] == []
+    _problem(client.get("/api/v1/audit", params={"max_results": 0}), 422)
+    _problem(client.get("/api/v1/audit", params={"since": "yesterday"}), 422)

@@ -1,9 +1,10 @@
 """REST routes for governance: login, tokens, users, projects, members, audit."""
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from modelworks.core.auth import Principal, Role
 from modelworks.core.schemas import Page
@@ -184,56 +185,37 @@ def remove_member(
     return Response(status_code=204)
 
 
+class AuditQuery(BaseModel):
+    """The audit-trail filters, shared by the project and the site-wide listing."""
+
+    actor: str | None = None
+    object_id: str | None = None
+    action: str | None = Field(default=None, description="An action, or a prefix ending in '*'.")
+    since: datetime | None = None
+    until: datetime | None = None
+    max_results: int = Field(default=100, ge=1, le=10_000)
+    page_token: str | None = None
+
+
 @router.get(
     "/projects/{project}/audit", response_model=Page[AuditRecordOut], **auth_rule(Role.ADMIN)
 )
 def project_audit(
     project: str,
-    actor: str | None = None,
-    object_id: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    max_results: int = Query(100, ge=1, le=10_000),
-    page_token: str | None = None,
+    query: Annotated[AuditQuery, Query()],
     principal: Principal = Depends(current_principal),
     svc: GovernanceService = Depends(governance),
 ) -> Page[AuditRecordOut]:
-    return svc.list_audit(
-        principal,
-        project=project,
-        actor=actor,
-        object_id=object_id,
-        action=action,
-        since=since,
-        until=until,
-        max_results=max_results,
-        page_token=page_token,
-    )
+    return svc.list_audit(principal, project=project, **query.model_dump())
 
 
 @router.get("/audit", response_model=Page[AuditRecordOut], **auth_rule("superuser"))
 def audit_list(
-    actor: str | None = None,
-    object_id: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    max_results: int = Query(100, ge=1, le=10_000),
-    page_token: str | None = None,
+    query: Annotated[AuditQuery, Query()],
     principal: Principal = Depends(superuser),
     svc: GovernanceService = Depends(governance),
 ) -> Page[AuditRecordOut]:
-    return svc.list_audit(
-        principal,
-        actor=actor,
-        object_id=object_id,
-        action=action,
-        since=since,
-        until=until,
-        max_results=max_results,
-        page_token=page_token,
-    )
+    return svc.list_audit(principal, **query.model_dump())
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut, **auth_rule("superuser"))
