@@ -131,6 +131,7 @@ class TrackingBackend(Protocol):
         metrics: Sequence[MetricIn] = (),
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None: ...
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]: ...
@@ -562,6 +563,7 @@ class RemoteTracking:
         metrics: Sequence[MetricIn] = (),
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         if not metrics and not params and not tags:
             return
@@ -570,9 +572,14 @@ class RemoteTracking:
             "params": _param_strings(params),
             "tags": {k: str(v) for k, v in (tags or {}).items()},
         }
-        # Not idempotent: a repeated batch would store its metric points twice.
+        # The key makes the request safe to resend: the server applies a batch once.
+        key = idempotency_key or uuid.uuid4().hex
         self.http.request(
-            "POST", f"{API}/runs/{_seg(run_id)}/log-batch", idempotent=False, json_body=body
+            "POST",
+            f"{API}/runs/{_seg(run_id)}/log-batch",
+            idempotent=True,
+            json_body=body,
+            headers={"Idempotency-Key": key},
         )
 
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:

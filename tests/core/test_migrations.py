@@ -21,6 +21,7 @@ EXPECTED_TABLES = {
     "metrics",
     "latest_metrics",
     "run_artifacts",
+    "applied_batches",
 }
 
 

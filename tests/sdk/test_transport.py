@@ -112,8 +112,8 @@ def test_non_idempotent_calls_are_not_repeated_once_sent() -> None:
 
     remote = RemoteTracking(_client(handler))
     with pytest.raises(ServiceUnavailable):
-        remote.log_batch("r1", tags={"a": "b"})
-    assert calls == 1  # a repeat could have stored the batch twice
+        remote.create_run("default", "e")
+    assert calls == 1  # a repeat could have created the run twice
 
     calls = 0
 
@@ -126,6 +126,22 @@ def test_non_idempotent_calls_are_not_repeated_once_sent() -> None:
 
     RemoteTracking(_client(refused_then_ok)).log_batch("r1", tags={"a": "b"})
     assert calls == 2  # never sent, so safe to send again
+
+
+def test_log_batch_is_resent_with_the_same_idempotency_key() -> None:
+    """A batch whose answer was lost is sent again under the same key, so the server can
+    apply it once (see TrackingService.log_batch)."""
+    keys: list[str | None] = []
+
+    def lost_answer_then_ok(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(204)
+
+    RemoteTracking(_client(lost_answer_then_ok)).log_batch("r1", tags={"a": "b"})
+    assert len(keys) == 2
+    assert keys[0] is not None and keys[0] == keys[1]
 
 
 def test_unexpected_answers_keep_their_status() -> None:

@@ -163,3 +163,18 @@ def test_audit_query_filters_and_validation(api: tuple[TestClient, Store]) -> No
     assert scoped.json()["items"] == []
     _problem(client.get("/api/v1/audit", params={"max_results": 0}), 422)
     _problem(client.get("/api/v1/audit", params={"since": "yesterday"}), 422)
+
+
+def test_log_batch_retry_with_idempotency_key(api: tuple[TestClient, Store]) -> None:
+    client, _ = api
+    run = client.post("/api/v1/projects/default/runs", json={"experiment": "e"}).json()
+    body = {"metrics": [{"key": "m", "value": 1.0, "step": 0}]}
+    url = f"/api/v1/runs/{run['id']}/log-batch"
+    for _ in range(2):
+        assert (
+            client.post(url, json=body, headers={"Idempotency-Key": "k-123456"}).status_code == 204
+        )
+    assert client.post(url, json=body).status_code == 204  # no key: applied again
+    points = client.get(f"/api/v1/runs/{run['id']}/metrics/m").json()
+    assert len(points) == 2
+    _problem(client.post(url, json=body, headers={"Idempotency-Key": "no"}), 422)

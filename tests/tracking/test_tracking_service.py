@@ -129,3 +129,14 @@ def test_artifacts_round_trip(svc: TrackingService, tmp_path) -> None:  # type: 
         svc.log_artifact(ME, run.id, "../evil", b"x")
     with pytest.raises(NotFound):
         svc.read_artifact(ME, run.id, "missing.txt")
+
+
+def test_idempotent_batches_are_applied_once(svc: TrackingService) -> None:
+    run = svc.create_run(ME, "default", "exp")
+    batch = [MetricIn(key="m", value=float(i), step=i) for i in range(5)]
+    for _ in range(3):  # a client resending a batch whose answer it never got
+        svc.log_batch(ME, run.id, metrics=batch, idempotency_key="batch-0001")
+    svc.log_batch(ME, run.id, metrics=batch, idempotency_key="batch-0002")
+    assert len(svc.metric_history(ME, run.id, "m")) == 10
+    with pytest.raises(InvalidInput, match="Idempotency key"):
+        svc.log_batch(ME, run.id, metrics=batch, idempotency_key="bad key!")

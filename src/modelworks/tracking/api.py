@@ -1,9 +1,9 @@
 """REST routes for tracking: thin adapters over TrackingService."""
 
 from collections.abc import Iterator
-from typing import BinaryIO, cast
+from typing import Annotated, BinaryIO, cast
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from modelworks.core.auth import Principal, Role
@@ -203,10 +203,20 @@ def restore_run(
 def log_batch(
     run_id: str,
     body: LogBatch,
+    idempotency_key: Annotated[str | None, Header()] = None,
     principal: Principal = Depends(current_principal),
     svc: TrackingService = Depends(tracking),
 ) -> Response:
-    svc.log_batch(principal, run_id, metrics=body.metrics, params=body.params, tags=body.tags)
+    """Log a batch. Send an ``Idempotency-Key`` header to make retries safe: a batch whose
+    key was already applied is accepted again without being stored twice."""
+    svc.log_batch(
+        principal,
+        run_id,
+        metrics=body.metrics,
+        params=body.params,
+        tags=body.tags,
+        idempotency_key=idempotency_key,
+    )
     return Response(status_code=204)
 
 

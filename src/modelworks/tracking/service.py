@@ -7,6 +7,7 @@ against the caller's role in the project, and leaves one audit record per mutati
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from modelworks.governance.models import Project
 from modelworks.tracking.filters import apply_order, compile_filter, parse_filter, parse_order_by
 from modelworks.tracking.models import (
     RUN_STATUSES,
+    AppliedBatch,
     Experiment,
     LatestMetric,
     Metric,
@@ -51,6 +53,7 @@ from modelworks.tracking.schemas import (
 )
 
 MAX_PARAM_VALUE = 6000
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_TAG_VALUE = 8000
 
 
@@ -413,14 +416,25 @@ class TrackingService:
         metrics: Sequence[MetricIn] = (),
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
-        """Log metrics, params and tags in one transaction (one audit record)."""
+        """Log metrics, params and tags in one transaction (one audit record).
+
+        With an ``idempotency_key``, a batch that was already applied is not applied again,
+        so a client may safely resend a request whose answer it never got.
+        """
         params = {k: _param_str(v) for k, v in (params or {}).items()}
         tags = dict(tags or {})
         if not metrics and not params and not tags:
             return
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise InvalidInput(
+                "Idempotency key must be 8-64 letters, digits, '-' or '_' (a UUID, say)."
+            )
         with self.store.transaction() as s:
             run, project = self._run(s, principal, run_id, Role.EDITOR, "Logging to runs")
+            if idempotency_key is not None and not _claim_batch(s, idempotency_key, run.id):
+                return
             self._log_params(s, run, params)
             self._log_tags(s, run, tags)
             self._log_metrics(s, run, metrics)
@@ -821,6 +835,21 @@ def _search_statement(
     if expr is not None:
         stmt = stmt.where(compile_filter(expr))
     return apply_order(stmt, keys)
+
+
+def _claim_batch(s: Session, key: str, run_id: str) -> bool:
+    """Record ``key`` as applied; False when it already was (the batch is a retry).
+
+    On PostgreSQL a concurrent claim of the same key waits for the other transaction and
+    then fails only if that one committed, which is exactly the retry semantics wanted."""
+    if s.get(AppliedBatch, key) is not None:
+        return False
+    try:
+        with s.begin_nested():
+            s.add(AppliedBatch(key=key, run_id=run_id))
+    except IntegrityError:
+        return False
+    return True
 
 
 def _children_as_json(dialect: str) -> list[Any]:
