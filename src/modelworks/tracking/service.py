@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import Select, Text, and_, bindparam, cast, func, or_, select, text
+from sqlalchemy import Select, Text, and_, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -70,17 +70,6 @@ def _exp_out(e: Experiment, run_count: int | None = None) -> ExperimentOut:
         deleted=e.deleted_at is not None,
         run_count=run_count,
     )
-
-
-# A run's params, tags and latest metrics in one round trip. Written as SQL text because the
-# compiled-expression path costs more than the query itself for thousands of rows.
-_CHILDREN = text(
-    "SELECT 0, run_id, key, value, CAST(NULL AS DOUBLE PRECISION) FROM run_params "
-    "WHERE run_id IN :ids "
-    "UNION ALL SELECT 1, run_id, key, value, NULL FROM run_tags WHERE run_id IN :ids "
-    "UNION ALL SELECT 2, run_id, key, CAST(NULL AS TEXT), value FROM latest_metrics "
-    "WHERE run_id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
 
 
 _RUN_LIST = TypeAdapter(list[RunOut])
@@ -709,7 +698,7 @@ class TrackingService:
             stmt = base.offset(offset).limit(max_results + 1)
             # Core on the connection skips the ORM's per-statement work (search is hot).
             runs = s.connection().execute(stmt).all()
-            items = self._runs_out(s, runs[:max_results], with_children=True)
+            items = self._runs_out(s, runs[:max_results])
             nxt = encode_page_token(offset + max_results) if len(runs) > max_results else None
             return Page[RunOut](items=items, next_page_token=nxt)
 
@@ -738,42 +727,18 @@ class TrackingService:
                 histories=dict(histories),
             )
 
-    def _runs_out(
-        self, s: Session, runs: Sequence[Any], *, with_children: bool = False
-    ) -> list[RunOut]:
-        """Build RunOut for many runs (ORM objects or rows).
+    def _runs_out(self, s: Session, runs: Sequence[Any]) -> list[RunOut]:
+        """Build RunOut for many runs.
 
-        ``with_children``: the rows carry their params, tags and metrics as JSON columns
-        (see :func:`_children_as_json`); otherwise one more query fetches them.
+        ``runs`` are rows that carry their params, tags and metrics as JSON columns (see
+        :func:`_children_as_json`, which search selects directly), or ORM runs, whose rows
+        are read here with the same columns.
         """
         if not runs:
             return []
-        ids = [r.id for r in runs]
-        params: dict[str, dict[str, str]] = defaultdict(dict)
-        tags: dict[str, dict[str, str]] = defaultdict(dict)
-        metrics: dict[str, dict[str, float | None]] = defaultdict(dict)
+        if not hasattr(runs[0], "params_json"):
+            runs = self._rows_with_children(s, [r.id for r in runs])
         conn = s.connection()
-        if with_children:
-            for r in runs:
-                params[r.id] = _json_object(r.params_json)
-                tags[r.id] = _json_object(r.tags_json)
-                metrics[r.id] = {
-                    k: None if v is None else float(v)
-                    for k, v in _json_object(r.metrics_json).items()
-                }
-        for chunk in [] if with_children else _chunks(ids, 300):
-            for kind, rid, key, text_value, num in conn.execute(_CHILDREN, {"ids": chunk}).all():
-                if kind == 0:
-                    params[rid][key] = text_value
-                elif kind == 1:
-                    tags[rid][key] = text_value
-                else:
-                    metrics[rid][key] = num
-        if not with_children:  # the aggregated JSON comes sorted by key; match it here
-            for rid in ids:
-                params[rid] = dict(sorted(params[rid].items()))
-                tags[rid] = dict(sorted(tags[rid].items()))
-                metrics[rid] = dict(sorted(metrics[rid].items()))
         exp_names = dict(
             conn.execute(
                 select(Experiment.id, Experiment.name).where(
@@ -798,14 +763,26 @@ class TrackingService:
                     "created_by": r.created_by,
                     "description": r.description,
                     "system_info": r.system_info or {},
-                    "params": params[r.id],
-                    "tags": tags[r.id],
-                    "metrics": metrics[r.id],
+                    "params": _json_object(r.params_json),
+                    "tags": _json_object(r.tags_json),
+                    "metrics": {
+                        k: None if v is None else float(v)
+                        for k, v in _json_object(r.metrics_json).items()
+                    },
                     "deleted": r.deleted_at is not None,
                 }
                 for r in runs
             ]
         )
+
+    def _rows_with_children(self, s: Session, ids: Sequence[str]) -> list[Any]:
+        s.flush()  # rows are read through Core: make this transaction's changes visible
+        dialect = s.get_bind().dialect.name
+        by_id = {}
+        for chunk in _chunks(ids, 900):
+            stmt = select(*Run.__table__.c, *_children_as_json(dialect)).where(Run.id.in_(chunk))
+            by_id.update({r.id: r for r in s.connection().execute(stmt)})
+        return [by_id[i] for i in ids]
 
 
 @lru_cache(maxsize=256)
@@ -874,12 +851,12 @@ def _children_as_json(dialect: str) -> list[Any]:
 
 
 def _json_object(value: Any) -> dict[str, Any]:
+    """An aggregated JSON object, keys sorted (PostgreSQL's jsonb orders them by length)."""
     if value is None:
         return {}
-    if isinstance(value, dict):  # psycopg decodes jsonb itself
-        return value
-    decoded: dict[str, Any] = orjson.loads(value)
-    return decoded
+    # psycopg decodes jsonb itself; SQLite hands over text
+    decoded: dict[str, Any] = value if isinstance(value, dict) else orjson.loads(value)
+    return dict(sorted(decoded.items()))
 
 
 def _experiment_name(name: str) -> str:
