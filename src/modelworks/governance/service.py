@@ -186,7 +186,9 @@ class GovernanceService:
                 "`modelworks tokens create NAME`."
             )
         now = utcnow()
-        with self.store.transaction() as s:
+        # Every API request comes through here: read without the write lock, and write
+        # only in the rare request that has to move last_used_at.
+        with self.store.read() as s:
             row = s.execute(
                 select(ApiToken, User)
                 .join(User, User.id == ApiToken.user_id)
@@ -204,9 +206,12 @@ class GovernanceService:
                 )
             if user.disabled_at is not None:
                 raise Unauthenticated(f"User {user.username!r} is disabled.")
-            if tok.last_used_at is None or now - tok.last_used_at > LAST_USED_RESOLUTION:
-                tok.last_used_at = now
-            return _principal_for(user, "token")
+            principal = _principal_for(user, "token")
+            stale = tok.last_used_at is None or now - tok.last_used_at > LAST_USED_RESOLUTION
+        if stale:
+            with self.store.transaction() as s:
+                s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
+        return principal
 
     # ---- tokens ------------------------------------------------------------------------
     def create_token(
