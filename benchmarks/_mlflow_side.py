@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from tracking import (
     param_value,
     search_metrics,
     search_params,
+    time_search,
 )
 
 
@@ -120,18 +120,7 @@ def bench_search(uri: str, repeat: int) -> dict[str, Any]:
             )
         )
 
-    once()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        found = once()
-        times.append(time.perf_counter() - start)
-    return {
-        "count": len(found),
-        "labels": [r.data.params["label"] for r in found],
-        "median_s": statistics.median(times),
-        "times_s": times,
-    }
+    return time_search(once, lambda r: r.data.params["label"], repeat)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,13 +289,10 @@ def mw_populate(ws: Any, runs: int) -> dict[str, Any]:
     return {"runs": runs, "seconds": time.perf_counter() - start}
 
 
-def mw_bench_search(ws: Any, repeat: int) -> dict[str, Any]:
-    def once() -> list[Any]:
-        page = ws.runs.search(
-            SEARCH_FILTER, [SEARCH_ORDER_BY], [SEARCH_EXPERIMENT], max_results=1000
-        )
-        return list(page.items)
-
+def time_search(
+    once: Callable[[], list[Any]], label: Callable[[Any], str], repeat: int
+) -> dict[str, Any]:
+    """Median of ``repeat`` timed calls after one untimed warm-up (both sides use this)."""
     once()
     times = []
     for _ in range(repeat):
@@ -304,10 +301,20 @@ def mw_bench_search(ws: Any, repeat: int) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     return {
         "count": len(found),
-        "labels": [r.params["label"] for r in found],
+        "labels": [label(r) for r in found],
         "median_s": statistics.median(times),
         "times_s": times,
     }
+
+
+def mw_bench_search(ws: Any, repeat: int) -> dict[str, Any]:
+    def once() -> list[Any]:
+        page = ws.runs.search(
+            SEARCH_FILTER, [SEARCH_ORDER_BY], [SEARCH_EXPERIMENT], max_results=1000
+        )
+        return list(page.items)
+
+    return time_search(once, lambda r: r.params["label"], repeat)
 
 
 # ---- the report --------------------------------------------------------------------------
