@@ -192,3 +192,58 @@ def s3_bucket(s3_endpoint: str) -> str:
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A fresh MariaDB/MySQL database (MODELWORKS_TEST_MYSQL_URL's server), dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = os.environ.get("MODELWORKS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+    url = sa.make_url(admin)
+    if not _reachable(url.host or "127.0.0.1", url.port or 3306):
+        unavailable(
+            f"no MariaDB/MySQL at {url.host}:{url.port or 3306} (MODELWORKS_TEST_MYSQL_URL)"
+        )
+    name = f"mw_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server for tests (MODELWORKS_TEST_REDIS_URL); tests use unique key names."""
+    url = os.environ.get("MODELWORKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        unavailable(f"no Redis at {url} (MODELWORKS_TEST_REDIS_URL): {exc}")
+    return url
+
+
+@pytest.fixture
+def nats_url() -> str:
+    """The NATS server with JetStream for tests (MODELWORKS_TEST_NATS_URL)."""
+    url = os.environ.get("MODELWORKS_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    hostport = url.split("://", 1)[-1]
+    host, _, port = hostport.partition(":")
+    if not _reachable(host, int(port or 4222)):
+        unavailable(f"no NATS server at {url} (MODELWORKS_TEST_NATS_URL)")
+    return url

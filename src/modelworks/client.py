@@ -36,6 +36,8 @@ from modelworks.tracking.client import start_run as _start_run
 
 if TYPE_CHECKING:
     from modelworks.core.schemas import Page
+    from modelworks.data.client import Datasets
+    from modelworks.data.transport import DataBackend
     from modelworks.tracking.schemas import (
         ArtifactOut,
         ExperimentOut,
@@ -278,7 +280,8 @@ class Runs:
 
 
 class Workspace:
-    """A connection to one project: ``ws.experiments``, ``ws.runs``, ``ws.start_run()``.
+    """A connection to one project: ``ws.experiments``, ``ws.runs``, ``ws.start_run()``,
+    ``ws.datasets``.
 
     Make one with :func:`connect`. The same code works on both transports.
 
@@ -295,8 +298,12 @@ class Workspace:
         mode: Mode,
         location: str,
         closer: Any = None,
+        data: DataBackend | None = None,
     ) -> None:
+        from modelworks.data.client import Datasets
+
         self.tracking = tracking
+        self.data = data
         self.project = project
         self.mode: Mode = mode
         self.location = location
@@ -304,6 +311,7 @@ class Workspace:
         self._closed = False
         self.experiments = Experiments(self)
         self.runs = Runs(self)
+        self.datasets: Datasets = Datasets(self, data)
 
     def start_run(
         self,
@@ -410,13 +418,15 @@ def connect(
     project = project or cfg.project
     url = url or cfg.url
     if url:
-        return _connect_remote(url, token or _secret(cfg), project)
+        return _connect_remote(url, token or _secret(cfg), project, cfg)
     from modelworks.core.store import Store
+    from modelworks.data.transport import embedded_data
     from modelworks.transport import embedded_tracking
 
     store = Store(cfg)
     return Workspace(
         embedded_tracking(store),
+        data=embedded_data(store),
         project=project,
         mode="embedded",
         location=str(cfg.home_path)
@@ -439,9 +449,10 @@ def _masked(url: str) -> str:
         return "<database>"
 
 
-def _connect_remote(url: str, token: str | None, project: str) -> Workspace:
+def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) -> Workspace:
     from urllib.parse import quote
 
+    from modelworks.data.transport import RemoteData
     from modelworks.transport import HttpClient, RemoteTracking
 
     if not token:
@@ -457,6 +468,7 @@ def _connect_remote(url: str, token: str | None, project: str) -> Workspace:
         raise
     return Workspace(
         RemoteTracking(http),
+        data=RemoteData(http, cfg),  # cfg: this machine's HOME caches downloaded parts
         project=project,
         mode="remote",
         location=http.base_url,

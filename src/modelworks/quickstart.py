@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 EXPERIMENT = "quickstart"
+DATASET = "breast-cancer"
 EPOCHS = 30
 SEED = 42
 RUN_NAME = "sgd-logreg"
@@ -23,6 +24,7 @@ class QuickstartResult(BaseModel):
 
     run_id: str
     run_name: str
+    dataset: str  # the dataset version trained on, e.g. breast-cancer@1
     experiment: str
     project: str
     params: dict[str, Any]
@@ -36,7 +38,8 @@ class QuickstartResult(BaseModel):
 
 
 def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
-    """Train an SGD logistic-regression classifier on the breast-cancer data and track it."""
+    """Ingest the breast-cancer data as a dataset, train an SGD logistic-regression classifier
+    on the version read back from it, and track the run."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import SGDClassifier
@@ -54,21 +57,33 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
     from sklearn.preprocessing import StandardScaler
 
     import modelworks as mw
+    from modelworks.client import default_workspace
     from modelworks.core.config import get_settings
 
-    data = load_breast_cancer()
+    # The data goes through the data layer as a user's would: a CSV file, ingested into a
+    # versioned dataset (Parquet, schema, profile, lineage), then read back from it.
+    data = load_breast_cancer(as_frame=True)
+    ws = default_workspace()
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "breast_cancer.csv"
+        data.frame.to_csv(csv_path, index=False)
+        ws.datasets.ingest(str(csv_path), DATASET, message="modelworks quickstart")
+    version = ws.datasets.get(f"{DATASET}@latest")
+    frame = version.to_pandas()
+    features = frame.drop(columns=["target"]).to_numpy()
+    target = frame["target"].to_numpy()
     x_train, x_test, y_train, y_test = train_test_split(
-        data.data, data.target, test_size=0.2, stratify=data.target, random_state=SEED
+        features, target, test_size=0.2, stratify=target, random_state=SEED
     )
     x_train, x_val, y_train, y_val = train_test_split(
         x_train, y_train, test_size=0.25, stratify=y_train, random_state=SEED
     )
     scaler = StandardScaler().fit(x_train)
     x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, x_val, x_test))
-    classes = np.unique(data.target)
+    classes = np.unique(target)
 
     params: dict[str, Any] = {
-        "dataset": "sklearn.datasets.load_breast_cancer",
+        "dataset": version.ref,
         "model": "SGDClassifier",
         "loss": "log_loss",
         "alpha": 1e-3,
@@ -134,6 +149,7 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
     return QuickstartResult(
         run_id=run_id,
         run_name=RUN_NAME,
+        dataset=version.ref,
         experiment=EXPERIMENT,
         project="default",
         params=params,
@@ -180,6 +196,7 @@ def print_summary(result: QuickstartResult) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
+    table.add_row("Dataset", escape(result.dataset))
     table.add_row("Run", f"{result.run_id} ({escape(result.run_name)})")
     table.add_row("Experiment", f"{escape(result.experiment)} in project {result.project}")
     for key, value in result.metrics.items():
@@ -197,6 +214,7 @@ def print_summary(result: QuickstartResult) -> None:
         return
     console.print(
         "\n[bold]Next[/bold]\n"
+        f"  modelworks data show {result.dataset}\n"
         f"  modelworks runs show {result.run_id}\n"
         f"  modelworks runs metrics {result.run_id} --key val_accuracy\n"
         f"  modelworks runs list {result.experiment} --order-by 'metrics.accuracy DESC'\n"

@@ -36,6 +36,13 @@ def test_quickstart_tracks_a_run(store: Store, _isolated_home: Path) -> None:
     assert FINAL_METRICS | {"train_loss", "val_loss", "val_accuracy"} <= set(run.metrics)
     assert run.metrics["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
     assert run.params["model"] == "SGDClassifier" and run.params["epochs"] == "30"
+    # The data went through the data layer: a versioned dataset, read back for training.
+    from modelworks.data.service import DataService
+
+    assert summary["dataset"] == "breast-cancer@1" and run.params["dataset"] == "breast-cancer@1"
+    version = DataService(store).get_version(local_principal(), "default", "breast-cancer@1")
+    assert version.row_count == 569 and len(version.columns) == 31
+    assert version.source["kind"] == "csv" and version.profile is not None
     history = svc.metric_history(me, run.id, "val_accuracy")
     assert [p.step for p in history] == list(range(1, 31))
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 
 from modelworks.core.auth import Principal
 from modelworks.core.store import Store
+from modelworks.data.service import DataService
+from modelworks.data.sources.frames import FrameSource
 from modelworks.governance.service import GovernanceService
 from modelworks.server.app import create_app
 from modelworks.server.auth_rules import AUTH_KEY
@@ -44,6 +47,11 @@ class World:
     gov: GovernanceService
     tracking: TrackingService
     actors: dict[str, Actor]
+    data: DataService = field(init=False)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = DataService(self.store)
 
 
 @pytest.fixture
@@ -211,6 +219,147 @@ CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
 }
 
 
+def _root(w: World) -> Principal:
+    root = w.actors["root"].principal
+    assert root is not None
+    return root
+
+
+def _fresh_dataset(w: World, *, tag: str | None = None) -> str:
+    """A dataset in p1 with one version (``name@1``), made through the service."""
+    import pandas as pd
+
+    name = "d-" + uuid.uuid4().hex[:8]
+    frame = pd.DataFrame({"id": [1, 2, 3], "x": [0.5, 1.5, 2.5], "label": ["a", "b", None]})
+    w.data.ingest(_root(w), "p1", name, FrameSource.of(frame))
+    if tag:
+        w.data.tag_version(_root(w), "p1", f"{name}@1", tag)
+    return name
+
+
+def _dataset(w: World) -> str:
+    """One dataset with a version, shared by the read-only cases and the UI pages."""
+    if "dataset" not in w.cache:
+        w.cache["dataset"] = _fresh_dataset(w)
+    return str(w.cache["dataset"])
+
+
+def _part(w: World) -> str:
+    version = w.data.get_version(_root(w), "p1", f"{_dataset(w)}@1", with_profile=False)
+    return version.files[0].sha256
+
+
+def _derived(w: World) -> str:
+    """A version made by a SQL transform (it has a recipe to rebuild), shared."""
+    if "derived" not in w.cache:
+        from modelworks.data.transform_service import TransformService
+
+        name = "t-" + uuid.uuid4().hex[:8]
+        sql = f'SELECT id, x FROM "{_dataset(w)}@1"'
+        TransformService(w.store).sql(_root(w), "p1", sql, name)
+        w.cache["derived"] = f"{name}@1"
+    return str(w.cache["derived"])
+
+
+def _csv_on_server(w: World) -> str:
+    """A CSV file remote callers may have the server read: one in its upload folder."""
+    from modelworks.data.source_policy import upload_root
+
+    path = Path(upload_root(w.store.settings)) / "inbox" / "small.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("id,x\n1,0.5\n2,1.5\n")
+    return str(path)
+
+
+DS = "/api/v1/projects/{project}/datasets"
+DV = "/api/v1/projects/{project}/dataset-versions/{ref}"
+DATA_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("GET", DS): lambda w, c: {"url": "/api/v1/projects/p1/datasets"},
+    ("POST", DS): lambda w, c: {
+        "url": "/api/v1/projects/p1/datasets",
+        "json": {"name": "n-" + uuid.uuid4().hex[:8]},
+    },
+    ("GET", DS + "/{dataset}"): lambda w, c: {"url": f"/api/v1/projects/p1/datasets/{_dataset(w)}"},
+    ("PATCH", DS + "/{dataset}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_dataset(w)}",
+        "json": {"description": "d"},
+    },
+    ("DELETE", DS + "/{dataset}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_fresh_dataset(w)}"
+    },
+    ("POST", DS + "/{dataset}/restore"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_fresh_dataset(w)}/restore"
+    },
+    ("GET", DS + "/{dataset}/versions"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_dataset(w)}/versions"
+    },
+    ("DELETE", DS + "/{dataset}/tags/{tag}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_fresh_dataset(w, tag='golden')}/tags/golden"
+    },
+    ("POST", DS + "/{dataset}/ingest"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/i-{uuid.uuid4().hex[:8]}/ingest",
+        "json": {"source": {"kind": "csv", "path": _csv_on_server(w)}, "mode": "replace"},
+    },
+    ("POST", DS + "/{dataset}/upload"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/u-{uuid.uuid4().hex[:8]}/upload",
+        "params": {"format": "csv"},
+        "content": b"id,x\n1,0.5\n",
+    },
+    ("GET", DS + "/{dataset}/expectations"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_dataset(w)}/expectations"
+    },
+    ("PUT", DS + "/{dataset}/expectations"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/datasets/{_dataset(w)}/expectations",
+        "json": {"suite": None},
+    },
+    ("GET", DV): lambda w, c: {"url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1"},
+    ("PUT", DV + "/tags/{tag}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}%401/tags/t-{c}"
+    },
+    ("GET", DV + "/preview"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@latest/preview"
+    },
+    ("GET", DV + "/profile"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}/profile"
+    },
+    ("GET", DV + "/parts/{sha256}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1/parts/{_part(w)}"
+    },
+    ("POST", DV + "/expectations/infer"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1/expectations/infer"
+    },
+    ("POST", DV + "/validate"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1/validate",
+        "json": {"suite": {"expectations": [{"type": "row_count", "min": 1}]}},
+    },
+    ("GET", DV + "/validations"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1/validations"
+    },
+    ("POST", DV + "/rebuild"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_derived(w)}/rebuild",
+        "json": {"write": False},
+    },
+    ("POST", "/api/v1/projects/{project}/transforms/sql"): lambda w, c: {
+        "url": "/api/v1/projects/p1/transforms/sql",
+        "json": {"sql": f'SELECT id FROM "{_dataset(w)}@1"', "output": "t-" + uuid.uuid4().hex[:8]},
+    },
+    ("POST", "/api/v1/projects/{project}/transforms/clean"): lambda w, c: {
+        "url": "/api/v1/projects/p1/transforms/clean",
+        "json": {
+            "ref": f"{_dataset(w)}@1",
+            "steps": [{"op": "deduplicate"}],
+            "output": "c-" + uuid.uuid4().hex[:8],
+        },
+    },
+    ("GET", DV + "/lineage"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/dataset-versions/{_dataset(w)}@1/lineage",
+        "params": {"direction": "up"},
+    },
+}
+CASES.update(DATA_CASES)
+
+
 def _fresh_project(w: World) -> str:
     root = w.actors["root"].principal
     assert root is not None
@@ -250,6 +399,9 @@ def _ui_request(w: World, path: str) -> Request:
         "run_id": run_id,
         "key": "m",
         "path": "a.txt",
+        "dataset": _dataset(w),
+        "version": "1",
+        "ref": f"{_dataset(w)}@1",
     }
 
     def fill(m: re.Match[str]) -> str:

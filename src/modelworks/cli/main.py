@@ -16,6 +16,8 @@ from modelworks.cli import open_store
 from modelworks.cli.output import JSON_OPTION_HELP, emit, err_console, print_json, report_error
 from modelworks.core.cli import config_app, db_app
 from modelworks.core.errors import ModelworksError
+from modelworks.core.secrets_cli import secrets_app
+from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.tracking.cli import experiments_app, runs_app
 
@@ -44,16 +46,19 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+DATA = "Data"
 TRACKING = "Tracking"
 GOVERNANCE = "Governance"
 OPERATIONS = "Operations"
 
+app.add_typer(data_app, rich_help_panel=DATA)
 app.add_typer(experiments_app, rich_help_panel=TRACKING)
 app.add_typer(runs_app, rich_help_panel=TRACKING)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)
 app.add_typer(projects_app, rich_help_panel=GOVERNANCE)
 app.add_typer(audit_app, rich_help_panel=GOVERNANCE)
+app.add_typer(secrets_app, rich_help_panel=OPERATIONS)
 app.add_typer(config_app, rich_help_panel=OPERATIONS)
 app.add_typer(db_app, rich_help_panel=OPERATIONS)
 
@@ -73,7 +78,7 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Modelworks: track experiments, govern who does what, and serve it all from one store.
+    """Modelworks: version data, track experiments, govern who does what, all from one store.
 
     Works embedded with nothing to configure: data lives in MODELWORKS_HOME
     (default ~/.modelworks). Add --json to any command that prints data.

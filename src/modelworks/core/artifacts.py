@@ -68,20 +68,25 @@ class ArtifactStore:
     def from_settings(cls, settings: Settings) -> ArtifactStore:
         """The store named by ``MODELWORKS_ARTIFACT_URL`` (default: ``HOME/artifacts``)."""
         url = settings.effective_artifact_url
-        options: dict[str, Any] = {}
-        if url.startswith(("s3://", "s3a://")):
-            client_kwargs: dict[str, Any] = {}
-            if settings.s3_endpoint_url:
-                client_kwargs["endpoint_url"] = settings.s3_endpoint_url
-            if settings.s3_region:
-                client_kwargs["region_name"] = settings.s3_region
-            if client_kwargs:
-                options["client_kwargs"] = client_kwargs
-            if settings.s3_access_key_id:
-                options["key"] = settings.s3_access_key_id
-            if settings.s3_secret_access_key:
-                options["secret"] = settings.s3_secret_access_key.get_secret_value()
+        options = cls.s3_options(settings) if url.startswith(("s3://", "s3a://")) else {}
         return cls(url, storage_options=options)
+
+    @staticmethod
+    def s3_options(settings: Settings) -> dict[str, Any]:
+        """fsspec/s3fs options from the ``MODELWORKS_S3_*`` settings (endpoint, keys)."""
+        options: dict[str, Any] = {}
+        client_kwargs: dict[str, Any] = {}
+        if settings.s3_endpoint_url:
+            client_kwargs["endpoint_url"] = settings.s3_endpoint_url
+        if settings.s3_region:
+            client_kwargs["region_name"] = settings.s3_region
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        if settings.s3_access_key_id:
+            options["key"] = settings.s3_access_key_id
+        if settings.s3_secret_access_key:
+            options["secret"] = settings.s3_secret_access_key.get_secret_value()
+        return options
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -95,6 +100,52 @@ class ArtifactStore:
         """Store the contents of the file at ``path``, streamed in chunks."""
         with open(path, "rb") as f:
             return self.put_stream(f)
+
+    def adopt_file(self, path: str | os.PathLike[str]) -> ObjectInfo:
+        """Store a file that nobody else will touch again, moving rather than copying it.
+
+        Made for large files the caller wrote itself (dataset parts): on a local store on
+        the same file system the hashed file is renamed into place, which saves a full copy;
+        anywhere else it is stored like :meth:`put_file`. The file is gone afterwards.
+        """
+        src = os.fspath(path)
+        if not self.is_local:
+            try:
+                return self.put_file(src)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(src)
+        with open(src, "rb") as f:
+            sha, size = _copy_hashing(f)
+        info = ObjectInfo(sha256=sha, size=size)
+        try:
+            if self._holds_intact(info):
+                os.remove(src)
+                return info
+            with open(src, "rb") as f:
+                os.fsync(f.fileno())
+            self._publish(src, self._key(sha))
+        except OSError:
+            # Another file system (EXDEV) or a read-only source: fall back to a copy.
+            try:
+                return self.put_file(src)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(src)
+        return info
+
+    def staging_dir(self) -> Path:
+        """A fresh private folder for files about to be adopted (on the store's own file
+        system when the store is local, so adopting them is a rename)."""
+        if self.is_local:
+            base = posixpath.join(self.root, "tmp")
+            os.makedirs(base, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
+        return Path(tempfile.mkdtemp(prefix="modelworks-stage-"))
+
+    def local_path(self, sha256: str) -> str | None:
+        """Where the object lies on this machine's disk, for a local store; else None."""
+        return self._key(sha256) if self.is_local else None
 
     def put_stream(self, fileobj: BinaryIO) -> ObjectInfo:
         """Store everything ``fileobj.read()`` yields until it is exhausted.

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
         default=5 * 1024**3, description="Largest artifact upload (streamed, not held in memory)."
     )
     session_ttl_seconds: int = 12 * 3600
+    ingest_roots: str = Field(
+        default="",
+        description="Folders and s3:// prefixes (comma-separated) remote callers may ingest from.",
+    )
+    duckdb_memory_limit: str = Field(
+        default="1GB", description="Memory DuckDB may use for ingest, profiles and transforms."
+    )
+    dataset_part_bytes: int = Field(
+        default=256 * 1024 * 1024, description="Target size of one Parquet part of a dataset."
+    )
     url: str | None = Field(default=None, description="Server URL the SDK connects to.")
     project: str = Field(default="default", description="Project the SDK works in.")
     token: SecretStr | None = Field(default=None, description="API token for the SDK.")
@@ -84,6 +94,9 @@ class Settings(BaseSettings):
             "ray_address": self.ray_address,
             "max_request_bytes": self.max_request_bytes,
             "max_artifact_bytes": self.max_artifact_bytes,
+            "ingest_roots": self.ingest_roots,
+            "duckdb_memory_limit": self.duckdb_memory_limit,
+            "dataset_part_bytes": self.dataset_part_bytes,
             "url": self.url,
             "project": self.project,
             "token": "***" if self.token else None,

@@ -7,8 +7,10 @@ import importlib
 
 TABLE_MODULES = (
     "modelworks.core.audit",
+    "modelworks.core.lineage",
     "modelworks.governance.models",
     "modelworks.tracking.models",
+    "modelworks.data.models",
 )
 
 

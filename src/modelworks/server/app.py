@@ -14,6 +14,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from modelworks import __version__
 from modelworks.core.errors import ModelworksError
 from modelworks.core.store import Store
+from modelworks.data.service import DataService
+from modelworks.data.transform_service import TransformService
 from modelworks.governance.service import GovernanceService
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.middleware import (
@@ -41,16 +43,21 @@ def create_app(store: Store | None = None) -> FastAPI:
     app.state.store = store
     app.state.governance = GovernanceService(store)
     app.state.tracking = TrackingService(store)
+    app.state.data = DataService(store)
+    app.state.transforms = TransformService(store)
 
     _install_error_handlers(app)
     _install_probes(app)
 
+    from modelworks.data.api import UPLOAD_PATH
+    from modelworks.data.api import router as data_router
     from modelworks.governance.api import router as governance_router
     from modelworks.server.ui import router as ui_router
     from modelworks.tracking.api import router as tracking_router
 
     app.include_router(governance_router)
     app.include_router(tracking_router)
+    app.include_router(data_router)
     app.include_router(ui_router)
     from modelworks.server.ui import mount_static
 
@@ -67,7 +74,10 @@ def create_app(store: Store | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=store.settings.max_request_bytes,
-        overrides=[(r"/api/v1/runs/[^/]+/artifacts/.+", store.settings.max_artifact_bytes)],
+        overrides=[
+            (r"/api/v1/runs/[^/]+/artifacts/.+", store.settings.max_artifact_bytes),
+            (UPLOAD_PATH, store.settings.max_artifact_bytes),
+        ],
     )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(PrometheusMiddleware)

@@ -59,7 +59,12 @@ class Area:
 # The lifecycle's areas, in the order of ARCHITECTURE.md; every one has a nav entry. An area
 # that is not ``live`` gets a "coming in a later release" page from the shell.
 AREAS = (
-    Area("data", "Data", "Sources, versioned datasets, schemas, profiles and validation checks."),
+    Area(
+        "data",
+        "Data",
+        "Sources, versioned datasets, schemas, profiles and validation checks.",
+        live=True,
+    ),
     Area("features", "Features", "Feature views, point-in-time joins and the online store."),
     Area("labeling", "Labeling", "Labeling projects, tasks, annotations and agreement."),
     Area("experiments", "Experiments", "Experiments and runs.", live=True),

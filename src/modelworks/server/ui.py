@@ -2,10 +2,10 @@
 
 This module holds the shell: ``/static``, login and logout, the projects home, the project
 switcher and the "coming in a later release" pages of areas that later releases fill
-(data, features, ...). Each domain's pages live in its own ``ui.py``
-(:mod:`modelworks.tracking.ui`, :mod:`modelworks.governance.ui`) and are included in
-:data:`router` here; the layout, the nav, the page headers and the error pages they all
-share are in :mod:`modelworks.server.pages`.
+(features, labeling, ...). Each domain's pages live in its own ``ui.py``
+(:mod:`modelworks.tracking.ui`, :mod:`modelworks.governance.ui`, :mod:`modelworks.data.ui`)
+and are included in :data:`router` here; the layout, the nav, the page headers and the
+error pages they all share are in :mod:`modelworks.server.pages`.
 
 Pages authenticate like the API (the session cookie or a bearer token, see
 :func:`modelworks.server.deps.current_principal`) and call the services on
@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from modelworks.core.auth import Principal, Role
 from modelworks.core.errors import Unauthenticated
+from modelworks.data import ui as data_ui
 from modelworks.governance import ui as governance_ui
 from modelworks.governance.service import GovernanceService
 from modelworks.server.auth_rules import auth_rule
@@ -191,3 +192,4 @@ for _area in AREAS:
 # ---- the domains' pages, after the shell's routes (the order they had before the split)
 router.include_router(governance_ui.router)
 router.include_router(tracking_ui.router)
+router.include_router(data_ui.router)

@@ -1,0 +1,1 @@
+"""Data layer: sources, versioned Parquet datasets, profiles, validation, transforms, lineage."""

@@ -1,0 +1,210 @@
+"""Where dataset bytes live: Parquet parts written by DuckDB, adopted into the artifact store.
+
+A version is an ordered list of Parquet parts, each an artifact-store object keyed by its
+sha256. Writing goes through one DuckDB ``COPY ... TO`` (zstd, rolled into parts of about
+``MODELWORKS_DATASET_PART_BYTES``), which streams: a source never has to fit in memory.
+Reading hands DuckDB, pyarrow or Polars local file paths: on a local store the objects
+themselves (hashed once per process before first use), on object storage verified copies in
+``HOME/cache/objects``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from modelworks.core.errors import CorruptData
+from modelworks.data.schemas import ColumnSchema, PartFile
+
+if TYPE_CHECKING:
+    from modelworks.core.artifacts import ArtifactStore
+    from modelworks.core.config import Settings
+
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
+_verified: dict[str, tuple[int, int]] = {}
+_verified_lock = threading.Lock()
+
+
+def connect(settings: Settings, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the project's limits and spill folder.
+
+    ``threads=1`` makes results (and so written Parquet bytes) independent of scheduling,
+    which recipes that must rebuild bit for bit rely on.
+    """
+    spill = settings.home_path / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "memory_limit": settings.duckdb_memory_limit,
+        "temp_directory": str(spill),
+        "preserve_insertion_order": True,
+        # Nothing is ever downloaded at run time: extensions come only with the wheel.
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    con.execute("SET enable_progress_bar = false")  # a session option, not a config key
+    return con
+
+
+def register_object_storage(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Let DuckDB read ``s3://`` paths through fsspec (s3fs) with the configured endpoint."""
+    import fsspec
+
+    from modelworks.core.artifacts import ArtifactStore
+
+    options = ArtifactStore.s3_options(settings)
+    con.register_filesystem(fsspec.filesystem("s3", use_listings_cache=False, **options))
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def write_parts(
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    out_dir: Path,
+    *,
+    part_bytes: int,
+) -> list[Path]:
+    """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part(s) in order.
+
+    One COPY writes one part. DuckDB 2.0 can roll its output into several files
+    (``FILE_SIZE_BYTES``), but with more than one thread that loses the order of rows coming
+    from a streamed source, which would make the same data hash differently; so a version
+    grows by parts through appends instead (each append adds its own part).
+    ``part_bytes`` is kept for when the writer can roll files in order.
+    """
+    del part_bytes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    view = "mw_write_input"
+    target = out_dir / "part_0.parquet"
+    con.register(view, relation)
+    try:
+        con.execute(f"COPY (SELECT * FROM {view}) TO {sql_string(str(target))} ({PARQUET_OPTIONS})")
+    finally:
+        con.unregister(view)
+    return sorted(out_dir.glob("part_*.parquet"), key=_part_number)
+
+
+def _part_number(path: Path) -> int:
+    match = re.search(r"(\d+)$", path.stem)
+    return int(match.group(1)) if match else 0
+
+
+def part_rows(path: Path) -> int:
+    return int(pq.read_metadata(path).num_rows)
+
+
+def arrow_schema(paths: Sequence[str | Path]) -> pa.Schema:
+    """The schema of a version: the first part's, widened by columns later parts add."""
+    schemas = [pq.read_schema(p) for p in paths]
+    if not schemas:
+        return pa.schema([])
+    if len(schemas) == 1:
+        return schemas[0]
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def columns_of(schema: pa.Schema) -> list[ColumnSchema]:
+    return [ColumnSchema(name=f.name, type=str(f.type), nullable=f.nullable) for f in schema]
+
+
+def content_hash(files: Sequence[PartFile]) -> str:
+    """The version's identity: a hash over its parts' hashes, in read order."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.sha256}:{f.size}:{f.rows}\n".encode())
+    return digest.hexdigest()
+
+
+def publish_parts(artifacts: ArtifactStore, paths: Sequence[Path]) -> list[PartFile]:
+    """Adopt written parts into the artifact store (moved, not copied, when local)."""
+    out: list[PartFile] = []
+    for path in paths:
+        rows = part_rows(path)
+        info = artifacts.adopt_file(path)
+        out.append(PartFile(sha256=info.sha256, size=info.size, rows=rows))
+        if artifacts.is_local:
+            _remember_verified(artifacts, info.sha256)
+    return out
+
+
+def cache_path(settings: Settings, sha256: str) -> Path:
+    """Where a verified local copy of a remote object is kept."""
+    return settings.home_path / "cache" / "objects" / sha256[:2] / sha256
+
+
+def readable_paths(
+    artifacts: ArtifactStore, settings: Settings, files: Sequence[PartFile | dict[str, Any]]
+) -> list[str]:
+    """Local paths of a version's parts, each checked against its sha256 before first use."""
+    paths: list[str] = []
+    for f in files:
+        part = f if isinstance(f, PartFile) else PartFile.model_validate(f)
+        local = artifacts.local_path(part.sha256)
+        if local is not None:
+            _verify_local(artifacts, part.sha256, local)
+            paths.append(local)
+            continue
+        target = cache_path(settings, part.sha256)
+        if not (target.is_file() and target.stat().st_size == part.size):
+            artifacts.download(part.sha256, target)  # verifies while copying
+        paths.append(str(target))
+    return paths
+
+
+def _verify_local(artifacts: ArtifactStore, sha256: str, path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise artifacts._not_found(sha256) from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _verified_lock:
+        if _verified.get(sha256) == stamp:
+            return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != sha256:
+        raise CorruptData(
+            f"Dataset part {sha256[:12]} is damaged on disk (its bytes hash to {actual[:12]}). "
+            "Restore it from a backup or ingest the data again."
+        )
+    with _verified_lock:
+        _verified[sha256] = stamp
+
+
+def _remember_verified(artifacts: ArtifactStore, sha256: str) -> None:
+    path = artifacts.local_path(sha256)
+    if path is None:
+        return
+    st = os.stat(path)
+    with _verified_lock:
+        _verified[sha256] = (st.st_mtime_ns, st.st_size)
+
+
+def relation_of(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> duckdb.DuckDBPyRelation:
+    """A DuckDB relation over a version's parts (columns added by later parts read as NULL)."""
+    if not paths:
+        raise ValueError("a version has at least one part")
+    listing = ", ".join(sql_string(p) for p in paths)
+    return con.sql(f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")

@@ -1,0 +1,441 @@
+"""Profiles computed by DuckDB, checked against numbers computed independently with numpy."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from modelworks.core.config import Settings
+from modelworks.data import profile as profile_module
+from modelworks.data import storage
+from modelworks.data.profile import HISTOGRAM_BINS, MAX_TEXT, QUANTILES, json_safe, profile_paths
+from modelworks.data.schemas import ColumnProfile, Profile
+
+N = 20_000
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
+    # The project's own connection settings; two threads so partial aggregates get merged.
+    home = tmp_path_factory.mktemp("home")
+    connection = storage.connect(Settings(home=home), threads=2)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def frame() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    amount = rng.normal(100.0, 15.0, N)
+    amount_missing = rng.random(N) < 0.1
+    colors = rng.choice(["red", "green", "blue", "black"], N, p=[0.5, 0.3, 0.15, 0.05])
+    colors_missing = rng.random(N) < 0.02
+    seconds = rng.integers(0, 86_400 * 365, N)
+    flags = rng.random(N) < 0.3
+    flags_missing = rng.random(N) < 0.05
+    return {
+        "id": np.arange(N, dtype=np.int64),
+        "age": rng.integers(0, 100, N).astype(np.int32),
+        "amount": amount,
+        "amount_missing": amount_missing,
+        "color": colors,
+        "color_missing": colors_missing,
+        "user": np.array([f"user-{i:06d}" for i in rng.permutation(N)]),
+        "seconds": seconds,
+        "flag": flags,
+        "flag_missing": flags_missing,
+        "rating": rng.integers(1, 6, N).astype(np.int16),
+    }
+
+
+def write_frame(frame: dict[str, np.ndarray], path: Path) -> Path:
+    start = dt.datetime(2023, 1, 1)
+    table = pa.table(
+        {
+            "id": frame["id"],
+            "age": frame["age"],
+            "amount": pa.array(frame["amount"], mask=frame["amount_missing"]),
+            "color": pa.array(frame["color"], mask=frame["color_missing"]),
+            "user": frame["user"],
+            "created": pa.array(
+                [start + dt.timedelta(seconds=int(s)) for s in frame["seconds"]],
+                pa.timestamp("us"),
+            ),
+            "flag": pa.array(frame["flag"], mask=frame["flag_missing"]),
+            "rating": frame["rating"],
+            "nothing": pa.nulls(N, pa.float64()),
+            'odd "name"; --': np.ones(N),
+        }
+    )
+    pq.write_table(table, path, row_group_size=4_096)
+    return path
+
+
+@pytest.fixture(scope="module")
+def profile(
+    con: duckdb.DuckDBPyConnection,
+    frame: dict[str, np.ndarray],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Profile:
+    path = write_frame(frame, tmp_path_factory.mktemp("profile") / "data.parquet")
+    return profile_paths(con, [str(path)])
+
+
+def right_closed_counts(values: np.ndarray, edges: list[float]) -> list[int]:
+    """What histogram(x, inner edges) counts: x goes to the first bin whose upper edge >= x."""
+    index = np.searchsorted(np.asarray(edges[1:-1]), values, side="left")
+    return [int(n) for n in np.bincount(index, minlength=len(edges) - 1)]
+
+
+def test_counts_and_nulls_match_the_data(profile: Profile, frame: dict[str, np.ndarray]) -> None:
+    assert profile.row_count == N
+    assert profile.engine == f"duckdb {duckdb.__version__}"
+    assert profile.seconds > 0
+    expected_nulls = {
+        "id": 0,
+        "amount": int(frame["amount_missing"].sum()),
+        "color": int(frame["color_missing"].sum()),
+        "flag": int(frame["flag_missing"].sum()),
+        "nothing": N,
+    }
+    for name, nulls in expected_nulls.items():
+        column = profile.column(name)
+        assert column.nulls == nulls, name
+        assert column.count == N - nulls, name
+        assert column.null_rate == pytest.approx(nulls / N), name
+
+
+def test_types_and_kinds_come_from_the_arrow_schema(profile: Profile) -> None:
+    kinds = {c.name: (c.type, c.kind) for c in profile.columns}
+    assert kinds == {
+        "id": ("int64", "numeric"),
+        "age": ("int32", "numeric"),
+        "amount": ("double", "numeric"),
+        "color": ("string", "string"),
+        "user": ("string", "string"),
+        "created": ("timestamp[us]", "temporal"),
+        "flag": ("bool", "boolean"),
+        "rating": ("int16", "numeric"),
+        "nothing": ("double", "numeric"),
+        'odd "name"; --': ("double", "numeric"),
+    }
+
+
+def test_numeric_statistics_match_numpy(profile: Profile, frame: dict[str, np.ndarray]) -> None:
+    amount = frame["amount"][~frame["amount_missing"]]
+    column = profile.column("amount")
+    assert column.min == pytest.approx(amount.min(), rel=1e-12)
+    assert column.max == pytest.approx(amount.max(), rel=1e-12)
+    assert column.mean == pytest.approx(amount.mean(), rel=1e-9)
+    assert column.std == pytest.approx(amount.std(ddof=1), rel=1e-9)
+    assert column.distinct == len(np.unique(amount))  # exact: small data
+
+    ages = frame["age"]
+    age = profile.column("age")
+    assert (age.min, age.max) == (int(ages.min()), int(ages.max()))
+    assert age.mean == pytest.approx(ages.mean(), rel=1e-9)
+
+
+def test_quantiles_are_close_to_exact_ones(profile: Profile, frame: dict[str, np.ndarray]) -> None:
+    amount = frame["amount"][~frame["amount_missing"]]
+    quantiles = profile.column("amount").quantiles
+    assert quantiles is not None
+    assert list(quantiles) == ["0.01", "0.05", "0.25", "0.5", "0.75", "0.95", "0.99"]
+    spread = amount.max() - amount.min()
+    for q in QUANTILES:
+        assert quantiles[f"{q:g}"] == pytest.approx(np.quantile(amount, q), abs=0.01 * spread)
+    values = list(quantiles.values())
+    assert values == sorted(values)
+
+
+def test_numeric_histogram_counts_every_value_in_its_bin(
+    profile: Profile, frame: dict[str, np.ndarray]
+) -> None:
+    amount = frame["amount"][~frame["amount_missing"]]
+    histogram = profile.column("amount").histogram
+    assert histogram is not None
+    assert len(histogram.counts) == HISTOGRAM_BINS
+    assert len(histogram.edges) == HISTOGRAM_BINS + 1
+    edges = [float(e) for e in histogram.edges]
+    assert edges == pytest.approx(np.linspace(amount.min(), amount.max(), HISTOGRAM_BINS + 1))
+    assert sum(histogram.counts) == len(amount)
+    assert histogram.counts == right_closed_counts(amount, edges)
+
+    # Integers land exactly on edges: the right-closed rule decides, the same way every time.
+    ages = frame["age"]
+    age_histogram = profile.column("age").histogram
+    assert age_histogram is not None
+    age_edges = [float(e) for e in age_histogram.edges]
+    assert age_histogram.counts == right_closed_counts(ages, age_edges)
+
+
+def test_temporal_columns_are_iso_strings(profile: Profile, frame: dict[str, np.ndarray]) -> None:
+    start = dt.datetime(2023, 1, 1)
+    moments = sorted(start + dt.timedelta(seconds=int(s)) for s in frame["seconds"])
+    created = profile.column("created")
+    assert created.min == moments[0].isoformat()
+    assert created.max == moments[-1].isoformat()
+    assert created.mean is None and created.std is None
+    histogram = created.histogram
+    assert histogram is not None
+    assert sum(histogram.counts) == N
+    assert histogram.edges[0] == moments[0].isoformat()
+    assert histogram.edges[-1] == moments[-1].isoformat()
+    edges = [dt.datetime.fromisoformat(str(e)) for e in histogram.edges]
+    assert edges == sorted(edges)
+    epoch = np.array([(m - dt.datetime(1970, 1, 1)).total_seconds() for m in moments])
+    edge_seconds = [(e - dt.datetime(1970, 1, 1)).total_seconds() for e in edges]
+    assert histogram.counts == right_closed_counts(epoch, edge_seconds)
+    assert created.quantiles is not None
+    median = dt.datetime.fromisoformat(created.quantiles["0.5"])
+    assert abs((median - moments[N // 2]).total_seconds()) < 86_400 * 365 * 0.01
+
+
+def test_top_values_are_exact_counts(profile: Profile, frame: dict[str, np.ndarray]) -> None:
+    colors = Counter(frame["color"][~frame["color_missing"]].tolist())
+    assert [(t.value, t.count) for t in profile.column("color").top_values] == (
+        colors.most_common()
+    )
+    flags = Counter(frame["flag"][~frame["flag_missing"]].tolist())
+    assert [(t.value, t.count) for t in profile.column("flag").top_values] == (flags.most_common())
+    ratings = Counter(int(r) for r in frame["rating"])
+    top = profile.column("rating").top_values
+    assert {t.value: t.count for t in top} == dict(ratings)
+    assert [t.count for t in top] == sorted((t.count for t in top), reverse=True)
+
+
+def test_unique_strings_and_wide_numbers_have_no_top_values(profile: Profile) -> None:
+    # Every user appears once: ten arbitrary ids with count 1 would say nothing.
+    assert profile.column("user").top_values == []
+    assert profile.column("amount").top_values == []
+    assert profile.column("age").top_values == []  # 100 distinct values: the histogram says it
+
+
+def test_all_null_and_constant_columns(profile: Profile) -> None:
+    nothing = profile.column("nothing")
+    assert (nothing.count, nothing.nulls, nothing.null_rate) == (0, N, 1.0)
+    assert nothing.min is None and nothing.mean is None and nothing.histogram is None
+    assert nothing.quantiles is None and nothing.top_values == []
+
+    constant = profile.column('odd "name"; --')
+    assert (constant.min, constant.max, constant.std) == (1.0, 1.0, 0.0)
+    assert constant.histogram is not None
+    assert constant.histogram.edges == [1.0, 1.0]
+    assert constant.histogram.counts == [N]
+    assert [(t.value, t.count) for t in constant.top_values] == [(1.0, N)]
+
+
+def test_profile_is_json_safe(profile: Profile) -> None:
+    text = profile.model_dump_json()
+    assert "NaN" not in text and "Infinity" not in text
+    assert Profile.model_validate_json(text) == profile
+
+
+def test_empty_dataset(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    table = pa.table(
+        {
+            "n": pa.array([], pa.int64()),
+            "s": pa.array([], pa.string()),
+            "t": pa.array([], pa.timestamp("us")),
+            "b": pa.array([], pa.bool_()),
+        }
+    )
+    pq.write_table(table, path)
+    profile = profile_paths(con, [str(path)])
+    assert profile.row_count == 0
+    for column in profile.columns:
+        assert (column.count, column.nulls, column.null_rate) == (0, 0, 0.0)
+        assert column.histogram is None and column.top_values == []
+        assert column.min is None and column.max is None
+
+
+def test_all_null_columns_of_every_kind(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "nulls.parquet"
+    table = pa.table(
+        {
+            "n": pa.nulls(3, pa.int64()),
+            "s": pa.nulls(3, pa.string()),
+            "t": pa.nulls(3, pa.timestamp("us", tz="UTC")),
+            "b": pa.nulls(3, pa.bool_()),
+            "untyped": pa.nulls(3),
+        }
+    )
+    pq.write_table(table, path)
+    profile = profile_paths(con, [str(path)])
+    assert profile.row_count == 3
+    for column in profile.columns:
+        assert (column.count, column.nulls, column.null_rate) == (0, 3, 1.0), column.name
+        assert column.distinct in (0, None)
+        assert column.histogram is None and column.top_values == []
+    assert profile.column("untyped").kind == "other"
+
+
+def test_parts_are_read_as_one_table(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    first, second = tmp_path / "part_0.parquet", tmp_path / "part_1.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3]}), first)
+    pq.write_table(pa.table({"x": [4, 5], "added": ["a", "b"]}), second)
+    profile = profile_paths(con, [str(first), str(second)])
+    assert profile.row_count == 5
+    assert (profile.column("x").min, profile.column("x").max) == (1, 5)
+    added = profile.column("added")
+    assert (added.count, added.nulls) == (2, 3)
+
+
+def test_other_types(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "types.parquet"
+    table = pa.table(
+        {
+            "price": pa.array([Decimal("1.50"), Decimal("2.25"), None], pa.decimal128(10, 2)),
+            "day": pa.array([dt.date(2024, 1, 1), dt.date(2024, 1, 31), None], pa.date32()),
+            "at": pa.array([0, 3_600_000_000, None], pa.timestamp("us", tz="Europe/Paris")),
+            "clock": pa.array([dt.time(8, 0), dt.time(17, 30), None], pa.time64("us")),
+            "score": pa.array([1.0, float("nan"), float("inf")]),
+            "blob": pa.array([b"a", b"b", None]),
+            "tags": pa.array([["a"], [], None]),
+            "text": pa.array(["x" * (MAX_TEXT + 50)] * 3),
+        }
+    )
+    pq.write_table(table, path)
+    profile = profile_paths(con, [str(path)])
+
+    price = profile.column("price")
+    assert (price.kind, price.min, price.max, price.mean) == ("numeric", 1.5, 2.25, 1.875)
+    day = profile.column("day")
+    assert (day.kind, day.min, day.max) == ("temporal", "2024-01-01", "2024-01-31")
+    at = profile.column("at")
+    assert (at.min, at.max) == ("1970-01-01T00:00:00+00:00", "1970-01-01T01:00:00+00:00")
+    clock = profile.column("clock")
+    assert (clock.min, clock.max) == ("08:00:00", "17:30:00")
+    # NaN and infinity: the statistics say so without breaking JSON (NaN reads as None),
+    # and the histogram spans the finite values only.
+    score = profile.column("score")
+    assert (score.count, score.min, score.max, score.mean) == (3, 1.0, None, None)
+    assert score.histogram is not None
+    assert (score.histogram.edges, score.histogram.counts) == ([1.0, 1.0], [1])
+    for name in ("blob", "tags"):
+        other = profile.column(name)
+        assert (other.kind, other.count, other.nulls) == ("other", 2, 1)
+    text = profile.column("text")
+    assert text.min == "x" * MAX_TEXT + "…"
+    assert [(t.value, t.count) for t in text.top_values] == [("x" * MAX_TEXT + "…", 3)]
+    json.loads(profile.model_dump_json())
+
+
+def test_floats_with_nan_and_infinity(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    values = rng.uniform(-5, 5, 1000)
+    data = np.concatenate([values, [np.nan] * 7, [np.inf] * 3, [-np.inf] * 2])
+    path = tmp_path / "floats.parquet"
+    pq.write_table(pa.table({"x": data, "clean": np.concatenate([values, np.zeros(12)])}), path)
+    profile = profile_paths(con, [str(path)])
+    x = profile.column("x")
+    assert (x.count, x.nulls, x.min, x.max) == (1012, 0, None, None)  # -inf and NaN
+    assert x.histogram is not None
+    edges = [float(e) for e in x.histogram.edges]
+    assert (edges[0], edges[-1]) == (values.min(), values.max())
+    assert x.histogram.counts == right_closed_counts(values, edges)
+    assert sum(x.histogram.counts) == 1000
+    clean = profile.column("clean")
+    assert clean.histogram is not None and sum(clean.histogram.counts) == 1012
+    json.loads(profile.model_dump_json())
+
+
+def test_json_safe() -> None:
+    value = {
+        "decimal": Decimal("1.25"),
+        "whole": Decimal("12345678901234567890"),
+        "moment": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "day": dt.date(2024, 1, 2),
+        "clock": dt.time(3, 4, 5, 600_000),
+        "wait": dt.timedelta(days=1, hours=2, seconds=3.5),
+        "negative": -dt.timedelta(minutes=5),
+        "zero": dt.timedelta(0),
+        "raw": b"\x00\xff",
+        "nan": float("nan"),
+        "inf": Decimal("Infinity"),
+        "id": uuid.UUID(int=1),
+        "numpy": np.int64(7),
+        "nested": [(1, float("-inf")), {"k": np.float32(0.5)}],
+        1: True,
+    }
+    safe = json_safe(value)
+    assert safe == {
+        "decimal": 1.25,
+        "whole": 12345678901234567890,
+        "moment": "2024-01-02T03:04:05+00:00",
+        "day": "2024-01-02",
+        "clock": "03:04:05.600000",
+        "wait": "P1DT2H3.5S",
+        "negative": "-PT5M",
+        "zero": "PT0S",
+        "raw": base64.b64encode(b"\x00\xff").decode(),
+        "nan": None,
+        "inf": None,
+        "id": "00000000-0000-0000-0000-000000000001",
+        "numpy": 7,
+        "nested": [[1, None], {"k": 0.5}],
+        "1": True,
+    }
+    json.dumps(safe, allow_nan=False)
+
+
+def test_large_data_gets_approximate_distinct_counts(
+    con: duckdb.DuckDBPyConnection,
+    frame: dict[str, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if the data were large: estimated distinct counts, candidates from a 25% sample.
+    monkeypatch.setattr(profile_module, "EXACT_DISTINCT_ROWS", N // 4)
+    path = write_frame(frame, tmp_path / "data.parquet")
+    profile = profile_paths(con, [str(path)])
+    for name in ("id", "user", "amount", "age"):
+        column = profile.column(name)
+        exact = len(set(column_values(frame, name)))
+        assert column.distinct is not None
+        assert abs(column.distinct - exact) <= 0.05 * exact, name
+    colors = Counter(frame["color"][~frame["color_missing"]].tolist())
+    assert [(t.value, t.count) for t in profile.column("color").top_values] == (
+        colors.most_common()
+    )
+    assert profile.column("user").top_values == []
+
+
+def test_heavy_hitters_in_large_high_cardinality_columns(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile_module, "EXACT_DISTINCT_ROWS", 10_000)
+    rows = 50_000
+    session = ["unknown" if i % 5 == 0 else "n/a" if i % 13 == 0 else f"s-{i}" for i in range(rows)]
+    path = tmp_path / "sessions.parquet"
+    pq.write_table(pa.table({"session": session}), path)
+    column = profile_paths(con, [str(path)]).column("session")
+    assert column.distinct is not None and column.distinct > 1_000
+    expected = Counter(session).most_common(2)
+    # Exact counts of the values that repeat; the ones seen once are not listed.
+    assert [(t.value, t.count) for t in column.top_values] == expected
+
+
+def column_values(frame: dict[str, np.ndarray], name: str) -> list[object]:
+    if name == "amount":
+        return list(frame["amount"][~frame["amount_missing"]])
+    return list(frame[name])
+
+
+def test_profile_columns_are_column_profiles(profile: Profile) -> None:
+    assert all(isinstance(c, ColumnProfile) for c in profile.columns)
+    with pytest.raises(KeyError):
+        profile.column("absent")
