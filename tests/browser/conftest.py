@@ -118,7 +118,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Site]
     store.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop marked as running in
+# the main thread while it is open, and tests collected after these (NATS, anything that calls
+# asyncio.run) would fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         unavailable(
