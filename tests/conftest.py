@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,73 @@ def nats_url() -> str:
     if not _reachable(host, int(port or 4222)):
         unavailable(f"no NATS server at {url} (MODELWORKS_TEST_NATS_URL)")
     return url
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A real local Ray cluster started with ``ray start --head`` for the test session."""
+
+    address: str  # for ray.init(address=...): "127.0.0.1:<gcs port>"
+    dashboard_url: str  # for Ray's job submission client: "http://127.0.0.1:<port>"
+    num_cpus: int
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """Start a local Ray head node (2 CPUs) once per session; stopped at the end.
+
+    Tests that use Ray call ``ray.init(address=cluster.address)`` (and ``ray.shutdown()``
+    after) or talk to ``cluster.dashboard_url`` through Ray's job submission client.
+    """
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs_port, dashboard_port = free_port(), free_port()
+    temp_dir = Path("/tmp") / f"mwray{uuid.uuid4().hex[:6]}"  # Ray's socket paths must be short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+    start = subprocess.run(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    if start.returncode != 0:
+        unavailable(f"`ray start --head` failed: {start.stderr[-2000:] or start.stdout[-2000:]}")
+    cluster = RayCluster(
+        address=f"127.0.0.1:{gcs_port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        num_cpus=2,
+    )
+    deadline = time.monotonic() + 90
+    while not _reachable("127.0.0.1", dashboard_port):
+        if time.monotonic() > deadline:
+            subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, check=False)
+            unavailable("Ray's dashboard (job submission API) did not answer within 90 s")
+        time.sleep(0.5)
+    try:
+        yield cluster
+    finally:
+        subprocess.run(
+            [str(ray_bin), "stop", "--force"],
+            capture_output=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
