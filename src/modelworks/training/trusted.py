@@ -1,0 +1,23 @@
+"""The types a scikit-learn model package may contain, for skops' safe loader.
+
+skops refuses to load any type it was not told to trust, which is what keeps a model file
+from running code on load. scikit-learn's own types, LightGBM's and XGBoost's scikit-learn
+wrappers and NumPy/SciPy containers are trusted by the flavor itself; Modelworks' own
+estimators and transformers (AutoML's preprocessing, its MLP) register their full type names
+here when their module is imported, so the flavor trusts exactly what the project ships.
+"""
+
+from __future__ import annotations
+
+_TRUSTED: set[str] = set()
+
+
+def register_trusted_types(*types: type | str) -> None:
+    """Trust these classes (or ``"module.Class"`` names) in scikit-learn model packages."""
+    for t in types:
+        _TRUSTED.add(t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}")
+
+
+def trusted_types() -> frozenset[str]:
+    """Every type name registered so far."""
+    return frozenset(_TRUSTED)
