@@ -20,6 +20,7 @@ from modelworks.core.secrets_cli import secrets_app
 from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.tracking.cli import experiments_app, runs_app
+from modelworks.training.cli import notebook
 
 if TYPE_CHECKING:
     from typer import _click  # Typer vendors Click since 0.22; only its Context type is used
@@ -50,10 +51,12 @@ DATA = "Data"
 TRACKING = "Tracking"
 GOVERNANCE = "Governance"
 OPERATIONS = "Operations"
+TRAINING = "Training"
 
 app.add_typer(data_app, rich_help_panel=DATA)
 app.add_typer(experiments_app, rich_help_panel=TRACKING)
 app.add_typer(runs_app, rich_help_panel=TRACKING)
+app.command(rich_help_panel=TRAINING)(notebook)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)
 app.add_typer(projects_app, rich_help_panel=GOVERNANCE)
