@@ -24,7 +24,7 @@ from modelworks.core.errors import InvalidInput
 STARTUP_FILE = "00-modelworks.py"
 STARTER_NOTEBOOK = "getting-started.ipynb"
 
-_STARTUP = '''\
+_STARTUP = """\
 # Written by `modelworks notebook`: every kernel of that JupyterLab starts connected.
 try:
     import modelworks as mw
@@ -33,7 +33,7 @@ try:
     print(f"Modelworks: `ws` is {ws!r}; `mw` is the modelworks package.")
 except Exception as exc:  # a broken store must not stop the kernel from starting
     print(f"Modelworks: could not connect ({exc}); fix it, then run ws = mw.connect()")
-'''
+"""
 
 _STARTER_CELLS = [
     ("markdown", "# Modelworks\n\n`ws` is already connected (see the first kernel message)."),
