@@ -11,6 +11,7 @@ TABLE_MODULES = (
     "modelworks.governance.models",
     "modelworks.tracking.models",
     "modelworks.data.models",
+    "modelworks.training.jobs.models",
 )
 
 
