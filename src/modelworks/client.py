@@ -30,13 +30,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from modelworks.core.config import Settings, get_settings
-from modelworks.core.errors import Unauthenticated
+from modelworks.core.errors import ModelworksError, Unauthenticated
 from modelworks.tracking.client import ActiveRun, current_run, live_runs
 from modelworks.tracking.client import start_run as _start_run
 
 if TYPE_CHECKING:
     from modelworks.core.schemas import Page
-    from modelworks.data.client import Datasets
+    from modelworks.data.client import Datasets, DatasetVersion
     from modelworks.data.transport import DataBackend
     from modelworks.tracking.schemas import (
         ArtifactOut,
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         RunComparison,
         RunOut,
     )
+    from modelworks.training.schemas import RunInputOut
+    from modelworks.training.transport import TrainingBackend
     from modelworks.transport import TrackingBackend
 
 __all__ = ["ActiveRun", "Experiments", "Runs", "Workspace", "active_run", "connect", "start_run"]
@@ -238,6 +240,20 @@ class Runs:
         """An artifact's bytes, checked against its sha256."""
         return self._ws.tracking.read_artifact(_run_id(run), path)
 
+    def log_input(
+        self, run: RunRef, dataset: str | DatasetVersion, relation: str = "trained_on"
+    ) -> RunInputOut:
+        """Record that ``run`` read a dataset version; it shows in the dataset's lineage.
+
+        >>> ws.runs.log_input(run, "churn@3")  # doctest: +SKIP
+        """
+        ref = dataset if isinstance(dataset, str) else dataset.ref
+        return self._ws._training().record_input(_run_id(run), ref, relation)
+
+    def inputs(self, run: RunRef) -> builtins.list[RunInputOut]:
+        """The dataset versions recorded as the run's inputs."""
+        return self._ws._training().list_inputs(_run_id(run))
+
     def download_artifact(
         self, run: RunRef, path: str, dest: str | os.PathLike[str] | None = None
     ) -> Path:
@@ -299,11 +315,13 @@ class Workspace:
         location: str,
         closer: Any = None,
         data: DataBackend | None = None,
+        training: TrainingBackend | None = None,
     ) -> None:
         from modelworks.data.client import Datasets
 
         self.tracking = tracking
         self.data = data
+        self.training_backend = training
         self.project = project
         self.mode: Mode = mode
         self.location = location
@@ -347,6 +365,11 @@ class Workspace:
             nested=nested,
             workspace=self,
         )
+
+    def _training(self) -> TrainingBackend:
+        if self.training_backend is None:
+            raise ModelworksError("This workspace has no training backend; use mw.connect().")
+        return self.training_backend
 
     def close(self) -> None:
         """End this workspace's runs still open (flushing them), then close the connection."""
@@ -421,12 +444,14 @@ def connect(
         return _connect_remote(url, token or _secret(cfg), project, cfg)
     from modelworks.core.store import Store
     from modelworks.data.transport import embedded_data
+    from modelworks.training.transport import embedded_training
     from modelworks.transport import embedded_tracking
 
     store = Store(cfg)
     return Workspace(
         embedded_tracking(store),
         data=embedded_data(store),
+        training=embedded_training(store),
         project=project,
         mode="embedded",
         location=str(cfg.home_path)
@@ -453,6 +478,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
     from urllib.parse import quote
 
     from modelworks.data.transport import RemoteData
+    from modelworks.training.transport import RemoteTraining
     from modelworks.transport import HttpClient, RemoteTracking
 
     if not token:
@@ -469,6 +495,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
     return Workspace(
         RemoteTracking(http),
         data=RemoteData(http, cfg),  # cfg: this machine's HOME caches downloaded parts
+        training=RemoteTraining(http),
         project=project,
         mode="remote",
         location=http.base_url,

@@ -359,6 +359,17 @@ DATA_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
 }
 CASES.update(DATA_CASES)
 
+TRAINING_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("POST", "/api/v1/runs/{run_id}/inputs"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/inputs",
+        "json": {"dataset": f"{_dataset(w)}@1"},
+    },
+    ("GET", "/api/v1/runs/{run_id}/inputs"): lambda w, c: {
+        "url": f"/api/v1/runs/{_fresh_run(w)}/inputs"
+    },
+}
+CASES.update(TRAINING_CASES)
+
 
 def _fresh_project(w: World) -> str:
     root = w.actors["root"].principal

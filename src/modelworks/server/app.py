@@ -54,10 +54,12 @@ def create_app(store: Store | None = None) -> FastAPI:
     from modelworks.governance.api import router as governance_router
     from modelworks.server.ui import router as ui_router
     from modelworks.tracking.api import router as tracking_router
+    from modelworks.training.api import router as training_router
 
     app.include_router(governance_router)
     app.include_router(tracking_router)
     app.include_router(data_router)
+    app.include_router(training_router)
     app.include_router(ui_router)
     from modelworks.server.ui import mount_static
 

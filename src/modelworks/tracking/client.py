@@ -269,6 +269,16 @@ class ActiveRun:
         self._raise_pending_error()
         return self._backend.log_artifact(self.id, path, text.encode("utf-8"))
 
+    def log_input(self, dataset: Any, relation: str = "trained_on") -> Any:
+        """Record that this run read a dataset version (``"churn@3"`` or a DatasetVersion);
+        ``modelworks data lineage churn@3`` then shows the run.
+
+        >>> run.log_input(ws.datasets.get("churn@latest"))  # doctest: +SKIP
+        """
+        if self.workspace is None:
+            raise RuntimeError("This run has no workspace; start it with ws.start_run().")
+        return self.workspace.runs.log_input(self.id, dataset, relation)
+
     def log_dict(self, obj: Any, path: str) -> ArtifactOut:
         """Store ``obj`` as YAML if ``path`` ends in .yaml/.yml, else as JSON.
 
