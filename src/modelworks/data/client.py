@@ -287,8 +287,11 @@ class DatasetVersion:
         return table.select(list(columns)) if columns is not None else table
 
     def to_pandas(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """All rows as a pandas DataFrame."""
-        return self.to_arrow(columns).to_pandas()
+        """All rows as a pandas DataFrame; ``frame.attrs["modelworks.dataset"]`` is ``name@N``,
+        so autologging records which version a model was trained on."""
+        frame = self.to_arrow(columns).to_pandas()
+        frame.attrs["modelworks.dataset"] = self.ref
+        return frame
 
     def to_polars(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """All rows as a Polars DataFrame."""
