@@ -318,6 +318,7 @@ class Workspace:
         training: TrainingBackend | None = None,
     ) -> None:
         from modelworks.data.client import Datasets
+        from modelworks.training.jobs.client import Jobs
 
         self.tracking = tracking
         self.data = data
@@ -330,6 +331,7 @@ class Workspace:
         self.experiments = Experiments(self)
         self.runs = Runs(self)
         self.datasets: Datasets = Datasets(self, data)
+        self.jobs: Jobs = Jobs(self)
 
     def start_run(
         self,

@@ -69,7 +69,7 @@ def world(store: Store) -> Iterator[World]:
         principal = gov.authenticate_password(name, f"{name}-password")
         token = gov.create_token(principal, "t").token
         actors[name] = Actor(name, principal, token)
-    app = create_app(store)
+    app = create_app(store, run_jobs=False)  # submitted jobs stay queued
     with TestClient(app, follow_redirects=False) as client:
         yield World(store, client, gov, TrackingService(store), actors)
 
@@ -369,6 +369,31 @@ TRAINING_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
     },
 }
 CASES.update(TRAINING_CASES)
+
+
+def _fresh_job(w: World) -> str:
+    """A queued sleep job in p1 (the matrix's app runs no job runner, so it stays queued)."""
+    from modelworks.training.jobs.service import JobService
+
+    return JobService(w.store).submit(_root(w), "p1", "sleep", {"seconds": 0}).id
+
+
+JOB_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("POST", "/api/v1/projects/{project}/jobs"): lambda w, c: {
+        "url": "/api/v1/projects/p1/jobs",
+        "json": {"kind": "sleep", "spec": {"seconds": 0}},
+    },
+    ("GET", "/api/v1/projects/{project}/jobs"): lambda w, c: {"url": "/api/v1/projects/p1/jobs"},
+    ("GET", "/api/v1/jobs/{job_id}"): lambda w, c: {"url": f"/api/v1/jobs/{_fresh_job(w)}"},
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): lambda w, c: {
+        "url": f"/api/v1/jobs/{_fresh_job(w)}/cancel"
+    },
+    ("GET", "/api/v1/jobs/{job_id}/logs"): lambda w, c: {
+        "url": f"/api/v1/jobs/{_fresh_job(w)}/logs",
+        "params": {"offset": 0},
+    },
+}
+CASES.update(JOB_CASES)
 
 
 def _fresh_project(w: World) -> str:

@@ -21,6 +21,7 @@ from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.tracking.cli import experiments_app, runs_app
 from modelworks.training.cli import notebook
+from modelworks.training.jobs.cli import jobs_app
 
 if TYPE_CHECKING:
     from typer import _click  # Typer vendors Click since 0.22; only its Context type is used
@@ -56,6 +57,7 @@ TRAINING = "Training"
 app.add_typer(data_app, rich_help_panel=DATA)
 app.add_typer(experiments_app, rich_help_panel=TRACKING)
 app.add_typer(runs_app, rich_help_panel=TRACKING)
+app.add_typer(jobs_app, rich_help_panel=TRAINING)
 app.command(rich_help_panel=TRAINING)(notebook)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)

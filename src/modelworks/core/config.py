@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_region: str | None = None
     ray_address: str | None = Field(default=None, description="Ray cluster address.")
+    ray_dashboard_url: str | None = Field(
+        default=None, description="Ray's job submission API; default: http://<ray host>:8265."
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Signs session cookies; default: generated once in HOME."
     )
@@ -92,6 +95,7 @@ class Settings(BaseSettings):
             "s3_secret_access_key": "***" if self.s3_secret_access_key else None,
             "s3_region": self.s3_region,
             "ray_address": self.ray_address,
+            "ray_dashboard_url": self.ray_dashboard_url,
             "max_request_bytes": self.max_request_bytes,
             "max_artifact_bytes": self.max_artifact_bytes,
             "ingest_roots": self.ingest_roots,

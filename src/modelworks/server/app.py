@@ -29,10 +29,17 @@ log = logging.getLogger("modelworks.server")
 PROBLEM = "application/problem+json"
 
 
-def create_app(store: Store | None = None) -> FastAPI:
-    """Build the server app on ``store`` (default: the store from the environment)."""
+def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
+    """Build the server app on ``store`` (default: the store from the environment).
+
+    ``run_jobs``: while the app is served, a job runner thread runs the queued local jobs.
+    """
+    from modelworks.training.jobs.runner import runner_lifespan
+    from modelworks.training.jobs.service import JobService
+
     store = store or Store()
     app = FastAPI(
+        lifespan=runner_lifespan(store) if run_jobs else None,
         title="Modelworks",
         version=__version__,
         description="The Modelworks REST API. Authenticate with 'Authorization: Bearer <token>'.",
@@ -45,6 +52,7 @@ def create_app(store: Store | None = None) -> FastAPI:
     app.state.tracking = TrackingService(store)
     app.state.data = DataService(store)
     app.state.transforms = TransformService(store)
+    app.state.jobs = JobService(store)
 
     _install_error_handlers(app)
     _install_probes(app)
@@ -59,6 +67,9 @@ def create_app(store: Store | None = None) -> FastAPI:
     app.include_router(governance_router)
     app.include_router(tracking_router)
     app.include_router(data_router)
+    from modelworks.training.jobs.api import router as jobs_router
+
+    app.include_router(jobs_router)
     app.include_router(training_router)
     app.include_router(ui_router)
     from modelworks.server.ui import mount_static
