@@ -1,7 +1,8 @@
 """Built-in job kinds: ``sleep``, a smoke test of the queue that needs no data.
 
 ``modelworks jobs submit sleep --spec '{"seconds": 2}'`` runs it; ``{"fail": true}`` makes
-it fail at the end (to see retries), ``{"result": {...}}`` is returned as its result.
+it fail at the end, ``{"fail": 1}`` only in its first attempt (to see a retry succeed), and
+``{"result": {...}}`` is returned as its result.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def validate_sleep_spec(spec: dict[str, Any]) -> None:
     steps = spec.get("steps", 10)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
         raise InvalidInput(f"sleep: 'steps' must be an integer from 1 to 10000; got {steps!r}.")
+    fail = spec.get("fail", False)
+    if not isinstance(fail, (bool, int)):
+        raise InvalidInput(f"sleep: 'fail' is true, false or a number of attempts; got {fail!r}.")
     unknown = set(spec) - {"seconds", "steps", "fail", "result"}
     if unknown:
         raise InvalidInput(
@@ -44,7 +48,8 @@ def sleep_job(ctx: JobContext) -> dict[str, Any]:
             return {"slept_s": round(time.monotonic() - started, 3), "cancelled": True}
         time.sleep(seconds / steps)
         ctx.progress(step / steps, f"step {step}/{steps}")
-    if ctx.spec.get("fail"):
+    fail = ctx.spec.get("fail", False)
+    if fail is True or (not isinstance(fail, bool) and ctx.attempt <= int(fail)):
         raise RuntimeError(f"sleep job asked to fail (attempt {ctx.attempt})")
     return {
         "slept_s": round(time.monotonic() - started, 3),

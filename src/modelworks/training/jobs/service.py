@@ -43,6 +43,7 @@ from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources
 SYSTEM = Principal(username="system:jobs", via="system")
 STALE_AFTER_S = 60.0  # a running job without a heartbeat for this long lost its worker
 MAX_LOG_CHUNK = 1024 * 1024
+LOG_SETTLE_S = 10.0
 
 
 def host_name() -> str:
@@ -123,16 +124,21 @@ def _job_out(job: Job, project: Project | str) -> JobOut:
     )
 
 
-def _utf8_prefix(data: bytes) -> bytes:
-    """``data`` without a UTF-8 sequence cut in two at its end."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # the first byte of the last character
-            need = (
-                1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
-            )
-            return data if back >= need else data[:-back]
-    return data
+def _utf8_len(lead: int) -> int:
+    return 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+
+
+def _cut(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of ``data`` (at least one character), never splitting a UTF-8
+    character; and whether anything is left after them."""
+    if len(data) <= limit:
+        return data, False
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80:  # data[end] continues a character
+        end -= 1
+    if end == 0:
+        end = min(len(data), _utf8_len(data[0]))
+    return data[:end], len(data) > end
 
 
 class JobService:
@@ -331,33 +337,38 @@ class JobService:
         with self.store.read() as s:
             job, _ = self._job(s, principal, job_id, Role.VIEWER, "Reading job logs")
             status, executor, sid = job.status, job.executor, job.external_id
-            path, sha = job.log_path, job.log_sha256
+            path, sha, finished = job.log_path, job.log_sha256, job.finished_at
+        # A local log is whole once its runner kept it in the artifact store (the worker
+        # reports its end a moment before its process exits), or surely a while after.
+        settled = (
+            executor == "ray"
+            or bool(sha)
+            or (finished is not None and (utcnow() - finished).total_seconds() > LOG_SETTLE_S)
+        )
         data = b""
         if executor == "ray" and sid:
             data = ray_executor.logs(self.store.settings, sid).encode()
         elif path and Path(path).is_file():
             with open(path, "rb") as f:
                 f.seek(offset)
-                data = f.read(limit + 1)
-            chunk = data[:limit]
-            more = len(data) > limit
-            return self._log_slice(job_id, status, offset, chunk, more)
+                chunk, more = _cut(f.read(limit + 4), limit)
+            return self._log_slice(job_id, status, offset, chunk, more, settled)
         elif sha:
             data = self.store.artifacts.get_bytes(sha)
-        chunk = data[offset : offset + limit]
-        return self._log_slice(job_id, status, offset, chunk, len(data) > offset + limit)
+        chunk, more = _cut(data[offset : offset + limit + 4], limit)
+        return self._log_slice(job_id, status, offset, chunk, more, settled)
 
     @staticmethod
-    def _log_slice(job_id: str, status: str, offset: int, chunk: bytes, more: bool) -> JobLogs:
-        if more:
-            chunk = _utf8_prefix(chunk)
+    def _log_slice(
+        job_id: str, status: str, offset: int, chunk: bytes, more: bool, settled: bool
+    ) -> JobLogs:
         return JobLogs(
             job_id=job_id,
             status=status,
             offset=offset,
             next_offset=offset + len(chunk),
             text=chunk.decode("utf-8", errors="replace"),
-            complete=status in FINAL_STATUSES and not more,
+            complete=status in FINAL_STATUSES and settled and not more,
         )
 
     # ---- system calls: the runner and the worker -----------------------------------------
