@@ -224,6 +224,8 @@ def _log_fitted(
     ref = _dataset_ref(data)
     if ref:
         safely(run.set_tag, "mw.dataset", ref)
+        if run.workspace is not None:  # the dataset's lineage then shows this run
+            safely(run.log_input, ref)
         params = {**params, "dataset": ref}
     safely(run.log_params, _plain_params(params))
     safely(_log_evals, run, evals)

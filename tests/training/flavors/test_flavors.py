@@ -20,6 +20,8 @@ from modelworks.training.package import ModelPackage, load_package, save_package
 
 Data = tuple[pd.DataFrame, pd.Series]
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
+
 
 def round_trip(model: Any, X: pd.DataFrame, path: Path, **kw: Any) -> tuple[Any, ModelPackage]:
     meta = save_package(model, path, input_example=X.head(), **kw)
@@ -149,7 +151,7 @@ def test_flavor_lookup_and_refusals(binary: Data) -> None:
 
     assert flavor_for(lgb.LGBMClassifier()).name == "lightgbm"
     assert flavor_for(make_pipeline(LogisticRegression())).name == "sklearn"
-    with pytest.raises(InvalidInput, match="No model flavor saves a builtins.dict"):
+    with pytest.raises(InvalidInput, match=r"No model flavor saves a builtins\.dict"):
         flavor_for({})
     with pytest.raises(InvalidInput, match="flavors are"):
         get_flavor("onnx")

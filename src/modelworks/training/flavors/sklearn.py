@@ -7,8 +7,8 @@ NumPy/SciPy ufuncs, LightGBM's and XGBoost's scikit-learn wrappers with their Bo
 type registered with :func:`modelworks.training.trusted.register_trusted_types`. Anything
 else (a custom transformer class, a function) is refused unless ``trust=True``.
 
-Objects skops cannot write at all (lambdas, closures) fall back to pickle, with a warning:
-such a package loads only with ``trust=True``.
+Objects skops cannot write, or writes but cannot read back (lambdas, closures), fall back
+to pickle, with a warning: such a package loads only with ``trust=True``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from modelworks.core.errors import InvalidInput
 from modelworks.training.flavors.base import Flavor, Task, class_list
 from modelworks.training.flavors.errors import UntrustedModel
 from modelworks.training.trusted import trusted_types
@@ -115,8 +116,12 @@ class SklearnFlavor(Flavor):
     def save(self, model: Any, model_dir: Path, *, example: Any = None) -> None:
         import skops.io as sio
 
+        path = model_dir / SKOPS_FILE
         try:
-            sio.dump(model, model_dir / SKOPS_FILE)
+            sio.dump(model, path)
+            # skops writes some objects it cannot read back (lambdas are stored by name):
+            # read the file once now, while it is certainly our own, to find out.
+            sio.load(path, trusted=sio.get_untrusted_types(file=path))
             return
         except Exception as exc:  # skops raises several types for objects it cannot write
             (model_dir / SKOPS_FILE).unlink(missing_ok=True)
@@ -126,8 +131,21 @@ class SklearnFlavor(Flavor):
                 "local functions with module-level ones to get a safe package.",
                 stacklevel=3,
             )
-        with open(model_dir / PICKLE_FILE, "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler: Any = pickle
+        try:  # cloudpickle (when installed) also writes lambdas and local functions
+            import cloudpickle
+
+            pickler = cloudpickle
+        except ImportError:
+            pass
+        try:
+            with open(model_dir / PICKLE_FILE, "wb") as f:
+                pickler.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise InvalidInput(
+                f"This {type(model).__name__} can be saved neither with skops nor with pickle "
+                f"({exc}). Replace lambdas and local functions with module-level ones."
+            ) from exc
 
     def load(self, model_dir: Path, *, trust: bool = False) -> Any:
         pickled = model_dir / PICKLE_FILE
