@@ -377,20 +377,26 @@ class JobService:
         mark it running (a new attempt). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so runners
         never wait on each other nor take the same job; SQLite: the write lock of the
         transaction (``BEGIN IMMEDIATE``)."""
+        pg = self.store.db.dialect == "postgresql"
         with self.store.transaction() as s:
-            stmt: Select[Any] = (
-                select(Job)
+            candidates = s.execute(
+                select(Job.id, Job.resources)
                 .where(Job.status == "queued", Job.executor == "local")
                 .order_by(Job.created_at, Job.id)
                 .limit(50)
-            )
-            if self.store.db.dialect == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            for job in s.scalars(stmt):
-                res = job.resources or {}
+            ).all()
+            for job_id, res in candidates:
+                res = res or {}
                 if float(res.get("cpus") or 1) > free_cpus + 1e-9:
                     continue
                 if float(res.get("gpus") or 0) > free_gpus + 1e-9:
+                    continue
+                # Lock just this row; one another runner holds is skipped, not waited for.
+                stmt: Select[Any] = select(Job).where(Job.id == job_id, Job.status == "queued")
+                if pg:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                job = s.scalar(stmt)
+                if job is None:
                     continue
                 now = utcnow()
                 job.status = "running"
