@@ -318,7 +318,7 @@ class ModelPackage:
         return self._flavor.predict_proba(self.model, self._input(data))
 
     def __repr__(self) -> str:
-        sig = f" {self.signature}" if self.signature else ""
+        sig = f" {self.signature.summary()}" if self.signature else ""
         return (
             f"<ModelPackage {self.meta.flavor} {self.meta.task} "
             f"{self.meta.model_class.rsplit('.', 1)[-1]}{sig} at {self.path}>"

@@ -52,10 +52,16 @@ class Signature(BaseModel):
     def input_names(self) -> list[str]:
         return [c.name for c in self.inputs]
 
-    def __str__(self) -> str:
-        ins = ", ".join(_describe(c) for c in self.inputs)
+    def summary(self, max_columns: int = 6) -> str:
+        """``(a: int64, b: double, ... 28 more) -> (prediction: int64)``."""
+        ins = ", ".join(_describe(c) for c in self.inputs[:max_columns])
+        if len(self.inputs) > max_columns:
+            ins += f", ... {len(self.inputs) - max_columns} more"
         outs = ", ".join(_describe(c) for c in self.outputs)
         return f"({ins}) -> ({outs})"
+
+    def __str__(self) -> str:
+        return self.summary(max_columns=len(self.inputs))
 
 
 def _describe(c: ColumnSpec) -> str:
@@ -187,7 +193,7 @@ def validate_input(
         raise InvalidInput(
             "The input does not match the model's signature: "
             + ". ".join(problems)
-            + f". The model expects {signature}.",
+            + f". The model expects {signature.summary(max_columns=20)}.",
             missing=missing,
             unexpected=unexpected,
             wrong_types=wrong,

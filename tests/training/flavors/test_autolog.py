@@ -216,3 +216,27 @@ def test_disabled_or_no_run_logs_nothing(binary: Data) -> None:
         LogisticRegression(max_iter=300).fit(X, y)
     ws, info = finished(run)
     assert info.params == {} and artifact_paths(ws, run.id) == set()
+
+
+def test_frameworks_imported_later_are_patched_on_import(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, modelworks as mw\n"
+        "mw.autolog()\n"
+        "assert 'lightgbm' not in sys.modules and 'keras' not in sys.modules\n"
+        "import lightgbm\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "flag = '__modelworks_autolog__'\n"
+        "assert getattr(lightgbm.LGBMClassifier.fit, flag, False)\n"
+        "assert getattr(lightgbm.train, flag, False)\n"
+        "assert getattr(LogisticRegression.fit, flag, False)\n"
+        "assert 'keras' not in sys.modules\n"
+    )
+    env = {**os.environ, "MODELWORKS_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr

@@ -156,3 +156,20 @@ def test_flavor_lookup_and_refusals(binary: Data) -> None:
     with pytest.raises(InvalidInput, match="flavors are"):
         get_flavor("onnx")
     assert set(get_flavor("sklearn").framework_versions()) == {"scikit-learn", "skops"}
+
+
+def test_keras_lambda_layer_needs_trust(tmp_path: Path) -> None:
+    from modelworks.training.flavors import UntrustedModel
+    from modelworks.training.flavors.keras import import_keras
+
+    keras = import_keras()
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(1)]
+    )
+    x = np.ones((3, 2), dtype=np.float32)
+    save_package(model, tmp_path / "pkg", input_example=x)
+    with pytest.raises(UntrustedModel, match="trust=True"):
+        load_package(tmp_path / "pkg")
+    loaded = load_package(tmp_path / "pkg", trust=True)
+    assert loaded.signature is not None and loaded.signature.is_tensor
+    assert np.allclose(loaded.predict(x), model.predict(x, verbose=0)[:, 0])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelworks.training.flavors.base import Flavor, as_float_array
+from modelworks.training.flavors.errors import UntrustedModel
 
 __all__ = ["KerasFlavor", "import_keras"]
 
@@ -47,9 +48,17 @@ class KerasFlavor(Flavor):
 
     def load(self, model_dir: Path, *, trust: bool = False) -> Any:
         keras = import_keras()
-        return keras.models.load_model(
-            str(model_dir / MODEL_FILE), compile=False, safe_mode=not trust
-        )
+        try:
+            return keras.models.load_model(
+                str(model_dir / MODEL_FILE), compile=False, safe_mode=not trust
+            )
+        except ValueError as exc:
+            if "safe_mode" not in str(exc):
+                raise
+            raise UntrustedModel(
+                f"Keras refuses to load part of this model in safe mode: {exc} Load the "
+                "package with trust=True only if you trust whoever made it."
+            ) from exc
 
     def predict(self, model: Any, data: Any) -> np.ndarray[Any, Any]:
         out = np.asarray(model.predict(as_float_array(data), verbose=0))
