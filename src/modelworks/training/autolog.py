@@ -46,6 +46,7 @@ __all__ = ["autolog", "load_model", "log_model", "safely"]
 DATASET_ATTR = "modelworks.dataset"
 _WRAPPED = "__modelworks_autolog__"
 _MISSING = object()
+MAX_PARAM_CHARS = 6000  # the tracking store's limit on a param value
 
 
 class _Config:
@@ -147,14 +148,17 @@ def _metric_key(key: str) -> str:
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params with plain values (estimators and callables left out), keys and values cut to
+    what the tracking store takes, so one odd param cannot lose the whole batch."""
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if isinstance(value, str | int | float | bool) or value is None:
-            out[str(key)[:250]] = value if value is not None else "None"
-        elif isinstance(value, list | tuple) and all(
-            isinstance(v, str | int | float) for v in value
-        ):
-            out[str(key)[:250]] = str(list(value))
+        if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+            value = str(list(value))
+        elif value is None:
+            value = "None"
+        elif not isinstance(value, str | int | float | bool):
+            continue
+        out[_metric_key(key)] = value[:MAX_PARAM_CHARS] if isinstance(value, str) else value
     return out
 
 
