@@ -300,3 +300,26 @@ def test_list_filters_and_pages(svc: JobService, me: Principal) -> None:
     assert [j.name for j in first.items] == ["b"] and first.next_page_token
     second = svc.list(me, "default", max_results=1, page_token=first.next_page_token)
     assert [j.name for j in second.items] == ["a"] and second.next_page_token is None
+
+
+def test_a_stopping_runner_puts_its_jobs_back_in_the_queue(
+    store: Store, svc: JobService, me: Principal, start_runner: Any
+) -> None:
+    job = svc.submit(me, "default", "sleep", {"seconds": 60, "steps": 1})
+    runner = start_runner()
+    pid = int(wait_until_pid(svc, me, job.id).external_id or 0)
+    runner.stop()  # what the server does when it shuts down
+    back = svc.get(me, job.id)
+    assert (back.status, back.attempt, back.worker) == ("queued", 0, None)
+    assert not _alive(pid)
+    assert _actions(store, job.id)[-1] == "job.release"
+
+
+def test_only_one_runner_per_home_runs_at_a_time(store: Store, start_runner: Any) -> None:
+    from modelworks.training.jobs.runner import JobRunner
+
+    start_runner()  # forever, holding the lock of this MODELWORKS_HOME
+    time.sleep(0.3)
+    started = time.monotonic()
+    JobRunner(store).run()  # a second runner gives up at once instead of competing
+    assert time.monotonic() - started < 2
