@@ -292,6 +292,12 @@ def _after_estimator_fit(
             evals = model.evals_result()
         except Exception:  # no eval_set given
             evals = None
+    best = getattr(model, "best_params_", None)  # a search: which candidate won
+    if isinstance(best, dict):
+        params = {**params, **{f"best.{k}": v for k, v in best.items()}}
+        score = getattr(model, "best_score_", None)
+        if isinstance(score, int | float):
+            safely(run.log_metric, "best_cv_score", float(score))
     _log_fitted(run, model, data, params, evals)
 
 

@@ -73,9 +73,15 @@ def arrow_type_name(series: pd.Series) -> str:
     """The Arrow type name of a pandas column, with large/small string variants unified."""
     import pyarrow as pa
 
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biufmM":  # no need to look at values
+        return _array_type_name(dtype)
+    values = series.dropna().head(1000)  # objects and strings: a sample says what they are
+    if values.empty and isinstance(dtype, np.dtype):
+        return "null"
     try:
-        arrow = pa.Array.from_pandas(series).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        arrow = pa.Array.from_pandas(values if isinstance(dtype, np.dtype) else series).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
         return "object"  # mixed Python objects: no Arrow type fits
     return _normalise(str(arrow))
 

@@ -68,6 +68,21 @@ def test_sklearn_pipeline_logs_once_with_the_dataset(binary: Data) -> None:
     assert [(i.dataset, i.relation) for i in ws.runs.inputs(run.id)] == [("cancer@1", "trained_on")]
 
 
+def test_search_logs_once_with_the_winner(multiclass: Data) -> None:
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = multiclass
+    mw.autolog()
+    search = GridSearchCV(LogisticRegression(max_iter=300), {"C": [0.1, 1.0]}, cv=2)
+    with mw.start_run(experiment="auto") as run:
+        search.fit(X, y)
+    ws, info = finished(run)
+    assert info.params["best.C"] == str(search.best_params_["C"])
+    assert info.params["estimator__max_iter"] == "300" and "max_iter" not in info.params
+    assert info.metrics["best_cv_score"] == pytest.approx(search.best_score_)
+    assert sum(p.endswith("model.yaml") for p in artifact_paths(ws, run.id)) == 1
+
+
 def test_lightgbm_wrapper_logs_every_round(binary: Data) -> None:
     import lightgbm as lgb
 

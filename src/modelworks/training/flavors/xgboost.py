@@ -66,7 +66,7 @@ class XGBoostFlavor(Flavor):
 
         if isinstance(model, xgb.XGBModel):
             return np.asarray(model.predict(data))
-        return np.asarray(model.predict(xgb.DMatrix(data)))
+        return np.asarray(model.predict(xgb.DMatrix(data, enable_categorical=True)))
 
     def predict_proba(self, model: Any, data: Any) -> np.ndarray[Any, Any]:
         if not hasattr(model, "predict_proba"):
