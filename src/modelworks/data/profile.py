@@ -74,28 +74,26 @@ MAX_TEXT = 200
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _INPUT = "mw_profile_input"
+_BOUNDS_PART_QUERIES = 64  # above this many parts, min/max come from one scan instead
 
 
 def profile_paths(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> Profile:
     """Profile the Parquet parts of one version (read as one table, columns unioned by name)."""
     started = time.perf_counter()
     schema = storage.arrow_schema(paths)
-    relation = storage.relation_of(con, paths)
     rows = sum(storage.part_rows(Path(p)) for p in paths)
     plan = _Plan(
         exact_distinct=rows <= EXACT_DISTINCT_ROWS,
         sample=None if rows <= EXACT_DISTINCT_ROWS else EXACT_DISTINCT_ROWS / rows,
     )
     columns = [_Column(f.name, f.type, kind_of(f.type), plan) for f in schema]
+    relation = _input(con, paths, schema, plan)
 
-    first = _Query()
-    row_count_slot = first.add("count(*)")
-    for column in columns:
-        column.plan_scalars(first)
-    values = _run(relation, first)
-    row_count = int(values[row_count_slot] or 0)
-    for column in columns:
-        column.read_scalars(values, row_count)
+    # Minima and maxima first: the Parquet footers answer them without reading the data
+    # (DuckDB reads the values only where the statistics cannot answer), and knowing them
+    # lets one scan compute the histograms along with everything else.
+    for column, (low, high) in zip(columns, _bounds(con, paths, columns), strict=True):
+        column.stats["min"], column.stats["max"] = low, high
 
     # Only where a float column holds NaN or infinity (its min or max says so): histograms
     # need the finite range, which costs a scan, so it is not paid for in every profile.
@@ -106,6 +104,15 @@ def profile_paths(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> Profi
         values = _run(relation, finite)
         for column in columns:
             column.read_finite_range(values)
+
+    first = _Query()
+    row_count_slot = first.add("count(*)")
+    for column in columns:
+        column.plan_scalars(first)
+    values = _run(relation, first)
+    row_count = int(values[row_count_slot] or 0)
+    for column in columns:
+        column.read_scalars(values, row_count)
 
     second = _Query()
     for column in columns:
@@ -121,6 +128,89 @@ def profile_paths(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> Profi
         engine=f"duckdb {duckdb.__version__}",
         seconds=time.perf_counter() - started,
     )
+
+
+def _input(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[str], schema: pa.Schema, plan: _Plan
+) -> duckdb.DuckDBPyRelation:
+    """The parts as one relation; on large data with a column that marks the sample.
+
+    The sample is every row whose position in its part hashes below the sampling share:
+    uniform, independent of the values, the same rows on every run, and decided once per
+    row rather than once per statistic that uses it."""
+    if plan.sample is None or not paths:
+        return storage.relation_of(con, paths)
+    listing = ", ".join(storage.sql_string(p) for p in paths)
+    if "file_row_number" in {f.name.lower() for f in schema}:
+        # A data column has the name DuckDB gives row positions: a random sample instead.
+        source = f"read_parquet([{listing}], union_by_name = true)"
+        return con.sql(f"SELECT *, random() < {plan.sample!r} AS {plan.flag} FROM {source}")
+    threshold = min(int(plan.sample * 2**64), 2**64 - 1)
+    source = f"read_parquet([{listing}], union_by_name = true, file_row_number = true)"
+    return con.sql(
+        f"SELECT * EXCLUDE (file_row_number), hash(file_row_number) < {threshold}::UBIGINT "
+        f"AS {plan.flag} FROM {source}"
+    )
+
+
+def _bounds(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[str], columns: Sequence[_Column]
+) -> list[tuple[Any, Any]]:
+    """Each column's (min, max), in the units the statistics use (epoch microseconds for
+    temporal columns); (None, None) for booleans and other kinds, which scan 1 handles.
+
+    DuckDB answers min and max of a single Parquet file from its footer, but not of several
+    files read by name, so several parts are asked one by one (up to a limit) and their
+    answers combined."""
+    wanted = [c for c in columns if c.kind in ("numeric", "temporal", "string")]
+    out: dict[str, tuple[Any, Any]] = {}
+    if wanted and paths:
+        groups: list[tuple[str, list[_Column]]]
+        if len(paths) == 1 or len(paths) > _BOUNDS_PART_QUERIES:
+            groups = [("", wanted)]
+        else:
+            groups = []
+            for path in paths:
+                present = {f.name for f in storage.arrow_schema([path])}
+                groups.append((path, [c for c in wanted if c.name in present]))
+        try:
+            found = [_part_bounds(con, paths, path, cols) for path, cols in groups]
+            for column in wanted:
+                pairs = [f[column.name] for f in found if column.name in f]
+                lows = [low for low, _ in pairs if low is not None]
+                highs = [high for _, high in pairs if high is not None]
+                # DuckDB sorts NaN above every number; Python's min and max would not.
+                out[column.name] = (
+                    min(lows, key=_nan_last) if lows else None,
+                    max(highs, key=_nan_last) if highs else None,
+                )
+        except TypeError:  # parts typed the column differently: ask the union instead
+            found = [_part_bounds(con, paths, "", wanted)]
+            out = dict(found[0])
+    return [out.get(c.name, (None, None)) for c in columns]
+
+
+def _nan_last(value: Any) -> tuple[bool, Any]:
+    return (isinstance(value, float) and math.isnan(value), 0.0 if value != value else value)
+
+
+def _part_bounds(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[str], path: str, columns: Sequence[_Column]
+) -> dict[str, tuple[Any, Any]]:
+    if not columns:
+        return {}
+    exprs: list[str] = []
+    for column in columns:
+        if column.kind == "temporal":
+            exprs += [f"epoch_us(min({column.sql}))", f"epoch_us(max({column.sql}))"]
+        else:
+            exprs += [f"min({column.sql})", f"max({column.sql})"]
+    source = storage.relation_of(con, [path] if path else paths)
+    result = source.query(_INPUT, f"SELECT {', '.join(exprs)} FROM {_INPUT}")
+    if result is None:
+        raise RuntimeError("DuckDB returned no result for a profile query")
+    row = result.fetchall()[0]
+    return {c.name: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(columns)}
 
 
 def json_safe(value: Any) -> Any:
@@ -228,7 +318,12 @@ class _Plan:
     """How thoroughly this profile counts, chosen from the row count before scanning."""
 
     exact_distinct: bool
-    sample: float | None  # share of rows approx_top_k sees; None: every row
+    sample: float | None  # share of rows quantiles and approx_top_k see; None: every row
+    flag: str = field(default_factory=lambda: f"__mw_sampled_{uuid.uuid4().hex[:8]}")
+
+    def sampled(self, x: str) -> str:
+        """``x`` on the rows of the sample, NULL elsewhere (``x`` itself without a sample)."""
+        return x if self.sample is None else f"CASE WHEN {self.flag} THEN {x} END"
 
 
 @dataclass
@@ -239,7 +334,9 @@ class _Column:
     arrow_type: pa.DataType
     kind: ColumnKind
     plan: _Plan
-    slots: dict[str, int] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)  # scan 1
+    finite_slots: dict[str, int] = field(default_factory=dict)  # the finite-range scan
+    value_slots: dict[str, int] = field(default_factory=dict)  # scan 2
     stats: dict[str, Any] = field(default_factory=dict)
     count: int = 0
     distinct: int | None = None
@@ -265,14 +362,16 @@ class _Column:
     @property
     def nonfinite(self) -> bool:
         """Whether this float column holds NaN or infinity (DuckDB sorts NaN above +inf)."""
-        if not self.is_float or not self.count:
-            return False
         low, high = self.stats.get("min"), self.stats.get("max")
-        return not all(v is not None and math.isfinite(v) for v in (low, high))
+        if not self.is_float or low is None or high is None:
+            return False
+        return not (math.isfinite(low) and math.isfinite(high))
 
     # ---- scan 1 ----------------------------------------------------------------------------
 
     def plan_scalars(self, query: _Query) -> None:
+        """Everything but exact value counts, in one scan. Min and max are known already
+        (:func:`_bounds`), except for booleans; histograms use them as bounds."""
         self.slots["count"] = query.add(f"count({self.sql})")
         if self.kind == "other":
             return
@@ -280,24 +379,28 @@ class _Column:
         exact = self.plan.exact_distinct
         distinct = "count(DISTINCT {})" if exact else "approx_count_distinct({})"
         self.slots["distinct"] = query.add(distinct.format(self.sql))
-        self.slots["min"] = query.add(f"min({x})")
-        self.slots["max"] = query.add(f"max({x})")
+        if self.kind == "boolean":
+            self.slots["min"] = query.add(f"min({x})")
+            self.slots["max"] = query.add(f"max({x})")
+            self.slots["trues"] = query.add(f"count_if({x})")
         if self.kind == "numeric":
             self.slots["mean"] = query.add(f"avg({x})::DOUBLE")
             self.slots["std"] = query.add(f"stddev_samp({x})::DOUBLE")
         if self.kind in ("numeric", "temporal"):
             levels = ", ".join(repr(q) for q in QUANTILES)
-            self.slots["quantiles"] = query.add(f"approx_quantile({x}, [{levels}])")
+            # On large data a t-digest of a sample of about EXACT_DISTINCT_ROWS rows: the
+            # ranks it misses by are far below the digest's own error, at a fraction of
+            # the cost of digesting every row.
+            self.slots["quantiles"] = query.add(
+                f"approx_quantile({self.plan.sampled(x)}, [{levels}])"
+            )
+            self._plan_histogram(query)
         if self.kind == "string":
             # A sample keeps this cheap on large data; the counts come from every row (scan 2).
-            sample = self.plan.sample
-            sampled = x if sample is None else f"CASE WHEN random() < {sample!r} THEN {x} END"
-            self.slots["candidates"] = query.add(f"approx_top_k({sampled}, {TOP_K})")
-        if self.kind == "boolean":
-            self.slots["trues"] = query.add(f"count_if({x})")
+            self.slots["candidates"] = query.add(f"approx_top_k({self.plan.sampled(x)}, {TOP_K})")
 
     def read_scalars(self, values: Sequence[Any], row_count: int) -> None:
-        self.stats = {key: values[slot] for key, slot in self.slots.items()}
+        self.stats.update({key: values[slot] for key, slot in self.slots.items()})
         self.count = int(self.stats["count"] or 0)
         if "distinct" in self.stats:
             # HyperLogLog can overshoot; there are never more distinct values than values.
@@ -314,39 +417,49 @@ class _Column:
             self.top_values = sorted(
                 (c for c in counts if c.count), key=lambda c: (-c.count, c.value)
             )
+        if "histogram" in self.slots:
+            counted: dict[Any, int] = dict(self.stats["histogram"] or {})
+            inner = self.edges[1:-1]
+            counts_: list[int] = []
+            for bound in inner:
+                key: Any = int(bound) if self.kind == "temporal" else bound
+                counts_.append(int(counted.pop(key, 0)))
+            counts_.append(sum(int(v) for v in counted.values()))  # the last bin: above e19
+            self.histogram = Histogram(edges=self._edge_values(self.edges), counts=counts_)
+        elif len(self.edges) == 2 and self.count:
+            # One value: a single bin of zero width, rather than inventing a range around it.
+            counted_ = int(self.stats["finite_count"] or 0) if self.nonfinite else self.count
+            self.histogram = Histogram(edges=self._edge_values(self.edges), counts=[counted_])
 
     def plan_finite_range(self, query: _Query) -> None:
         if self.nonfinite:
             x = f"CASE WHEN isfinite({self.sql}) THEN {self.sql} END"
-            self.slots["finite_min"] = query.add(f"min({x})")
-            self.slots["finite_max"] = query.add(f"max({x})")
-            self.slots["finite_count"] = query.add(f"count_if(isfinite({self.sql}))")
+            self.finite_slots["finite_min"] = query.add(f"min({x})")
+            self.finite_slots["finite_max"] = query.add(f"max({x})")
+            self.finite_slots["finite_count"] = query.add(f"count_if(isfinite({self.sql}))")
 
     def read_finite_range(self, values: Sequence[Any]) -> None:
-        for key in ("finite_min", "finite_max", "finite_count"):
-            if key in self.slots:
-                self.stats[key] = values[self.slots[key]]
+        for key, slot in self.finite_slots.items():
+            self.stats[key] = values[slot]
 
     # ---- scan 2 ----------------------------------------------------------------------------
 
     def plan_distributions(self, query: _Query) -> None:
         if not self.count:
             return
-        if self.kind in ("numeric", "temporal"):
-            self._plan_histogram(query)
         if (
             self.kind == "numeric"
             and self.distinct is not None
             and self.distinct <= LOW_CARDINALITY
         ):
-            self.slots["value_counts"] = query.add(f"histogram({self.sql})")
+            self.value_slots["value_counts"] = query.add(f"histogram({self.sql})")
         if self.kind == "string":
             self._plan_string_counts(query)
 
     def _plan_string_counts(self, query: _Query) -> None:
         distinct = self.distinct or 0
         if distinct <= STRING_VALUE_COUNTS:
-            self.slots["value_counts"] = query.add(f"histogram({self.sql})")
+            self.value_slots["value_counts"] = query.add(f"histogram({self.sql})")
             return
         repeats = self.count - distinct
         if self.plan.exact_distinct and not repeats:
@@ -357,7 +470,7 @@ class _Column:
         if candidates:
             listing = ", ".join(storage.sql_string(c) for c in candidates)
             # A CASE, not an aggregate FILTER: DuckDB runs the CASE form about 4x faster.
-            self.slots["value_counts"] = query.add(
+            self.value_slots["value_counts"] = query.add(
                 f"histogram(CASE WHEN {self.sql} IN ({listing}) THEN {self.sql} END)"
             )
 
@@ -365,11 +478,8 @@ class _Column:
         low, high = self._histogram_range()
         if low is None or high is None:
             return
-        counted = int(self.stats["finite_count"] or 0) if self.nonfinite else self.count
         if low == high:
-            # One value: a single bin of zero width, rather than inventing a range around it.
-            self.edges = [low, high]
-            self.histogram = Histogram(edges=self._edge_values(self.edges), counts=[counted])
+            self.edges = [low, high]  # one bin; its count is the column's (read_scalars)
             return
         width = (high - low) / HISTOGRAM_BINS
         edges = [low + width * i for i in range(HISTOGRAM_BINS)] + [high]
@@ -401,17 +511,8 @@ class _Column:
         return float(low), float(high)
 
     def read_distributions(self, values: Sequence[Any]) -> None:
-        if "histogram" in self.slots:
-            counted: dict[Any, int] = dict(values[self.slots["histogram"]] or {})
-            inner = self.edges[1:-1]
-            counts: list[int] = []
-            for bound in inner:
-                key: Any = int(bound) if self.kind == "temporal" else bound
-                counts.append(int(counted.pop(key, 0)))
-            counts.append(sum(int(v) for v in counted.values()))  # the last bin: above e19
-            self.histogram = Histogram(edges=self._edge_values(self.edges), counts=counts)
-        if "value_counts" in self.slots:
-            counted = dict(values[self.slots["value_counts"]] or {})
+        if "value_counts" in self.value_slots:
+            counted = dict(values[self.value_slots["value_counts"]] or {})
             ranked = sorted(counted.items(), key=lambda kv: (-int(kv[1]), _sort_key(kv[0])))
             if (self.distinct or 0) > TOP_K:
                 # Values seen once tie with every other such value: any of them would be "top".

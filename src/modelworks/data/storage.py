@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from modelworks.core.artifacts import ArtifactStore
     from modelworks.core.config import Settings
 
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880"
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880"
 _verified: dict[str, tuple[int, int]] = {}
 _verified_lock = threading.Lock()
 

@@ -300,9 +300,16 @@ def candidate_test(value: str, type_name: str, formats: Formats) -> str:
     ``'2024-01-05 10:30'::DATE`` drops the time."""
     t = normalize_type(type_name)
     if t == "BOOLEAN":
-        return f"lower(trim({value})) IN ('true', 'false')"
+        # The plain spellings first: an OR only evaluates its right side on the rows its
+        # left side did not accept, and lower(trim()) copies every string.
+        return f"({value} IN ('true', 'false') OR lower(trim({value})) IN ('true', 'false'))"
     if t in _INTEGER_TYPES:
-        return f"(regexp_full_match({value}, '{_INT_RE}') AND TRY_CAST({value} AS {t}) IS NOT NULL)"
+        # A value that is its own integer's text ("42", "-7") needs no regular expression;
+        # anything else ("+7", " 7", "3.5", "1e3") takes the full test.
+        return (
+            f"(coalesce(TRY_CAST({value} AS {t})::VARCHAR = {value}, false) OR "
+            f"(regexp_full_match({value}, '{_INT_RE}') AND TRY_CAST({value} AS {t}) IS NOT NULL))"
+        )
     if t == "DATE":
         if formats.date:
             return f"TRY_STRPTIME(trim({value}), {sql_string(formats.date)}) IS NOT NULL"
@@ -341,15 +348,19 @@ def strict_cast(
         test = f"TRY_CAST({value} AS TIMESTAMPTZ) IS NOT NULL"
     elif t == "BOOLEAN":
         # Only true/false make a column boolean, but once it is, other spellings are fine.
-        test = f"lower(trim({value})) IN ({_BOOLEAN_TEXT})"
+        test = f"({value} IN ('true', 'false') OR lower(trim({value})) IN ({_BOOLEAN_TEXT}))"
     else:
         test = candidate_test(value, type_name, formats)
     if t == "DATE" and formats.date:
         cast = f"CAST(TRY_STRPTIME(trim({value}), {sql_string(formats.date)}) AS DATE)"
     elif t in ("TIMESTAMP", "DATETIME") and formats.timestamp:
         cast = f"TRY_STRPTIME(trim({value}), {sql_string(formats.timestamp)})"
-    elif t in _INTEGER_TYPES or t in ("DATE", "TIME", "BOOLEAN"):
+    elif t == "BOOLEAN":
         cast = f"TRY_CAST(trim({value}) AS {t})"
+    elif t in _INTEGER_TYPES or t in ("DATE", "TIME"):
+        # The test above already cast the untrimmed text successfully (DuckDB's casts skip
+        # surrounding white space), so trimming first would only copy every string.
+        cast = f"TRY_CAST({value} AS {t})"
     else:
         cast = f"TRY_CAST({value} AS {type_name})"
     return f"({value} IS NULL OR {test})", cast
@@ -372,25 +383,63 @@ def choose_type(count: int, ok: dict[str, int]) -> str:
 def infer_types(
     con: duckdb.DuckDBPyConnection, sample_sql: str, columns: Sequence[str], formats: Formats
 ) -> dict[str, str]:
-    """Types for text ``columns`` of the rows ``sample_sql`` selects (one aggregate query)."""
+    """Types for text ``columns`` of the rows ``sample_sql`` selects.
+
+    The sample is read once into a temporary table. The cheap candidates (BOOLEAN, BIGINT,
+    DOUBLE) are counted first; a column all of whose values are one of them has its type
+    then, since :func:`choose_type` takes the first candidate every value has. Only the
+    other columns pay for the date and time tests, which are the slow ones."""
     if not columns:
         return {}
+    table = quote_identifier(f"mw_sample_{uuid.uuid4().hex[:12]}")
+    con.execute(f"CREATE TEMP TABLE {table} AS {sample_sql}")
+    try:
+        cheap, dear = CANDIDATES[:3], CANDIDATES[3:]
+        counts = _candidate_counts(con, table, columns, cheap, formats)
+        out: dict[str, str] = {}
+        pending: list[str] = []
+        for col in columns:
+            total, ok = counts[col]
+            first = next((t for t in cheap if total and ok[t] == total), None)
+            if not total or first is not None:
+                out[col] = first or "VARCHAR"
+            else:
+                pending.append(col)
+        rest = _candidate_counts(con, table, pending, dear, formats) if pending else {}
+        for col in pending:
+            total, ok = counts[col]
+            out[col] = choose_type(total, ok | rest[col][1])
+        return {col: out[col] for col in columns}
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _candidate_counts(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    candidates: Sequence[str],
+    formats: Formats,
+) -> dict[str, tuple[int, dict[str, int]]]:
+    """For each column: its count of values and how many of them read as each candidate
+    (one aggregate query)."""
     exprs: list[str] = []
     for i, col in enumerate(columns):
         v = quote_identifier(col)
         exprs.append(f"count({v}) AS n{i}")
         exprs += [
             f"count_if({v} IS NOT NULL AND {candidate_test(v, t, formats)}) AS c{i}_{j}"
-            for j, t in enumerate(CANDIDATES)
+            for j, t in enumerate(candidates)
         ]
-    row = first_row(con, f"SELECT {', '.join(exprs)} FROM ({sample_sql})")
+    row = first_row(con, f"SELECT {', '.join(exprs)} FROM {table}")
     assert row is not None  # an aggregate without GROUP BY returns one row
-    width = 1 + len(CANDIDATES)
-    out: dict[str, str] = {}
+    width = 1 + len(candidates)
+    out: dict[str, tuple[int, dict[str, int]]] = {}
     for i, col in enumerate(columns):
         # count_if over no rows (every sampled row was bad) is NULL, not 0.
         counts = [int(c or 0) for c in row[i * width : (i + 1) * width]]
-        out[col] = choose_type(counts[0], dict(zip(CANDIDATES, counts[1:], strict=True)))
+        out[col] = (counts[0], dict(zip(candidates, counts[1:], strict=True)))
     return out
 
 
@@ -1021,6 +1070,15 @@ class CsvRejects:
         return out
 
     def _register_strays(self, rows: list[BadRow]) -> None:
+        con = self.ctx.con
+        if not rows:
+            # Registering an Arrow table makes DuckDB import pandas (a third of a second):
+            # not worth it for a table that stays empty, which it does on clean data.
+            con.execute(
+                f"CREATE TEMP TABLE {quote_identifier(self.strays_table)} (file VARCHAR, "
+                'line BIGINT, "column" VARCHAR, error VARCHAR, raw_line VARCHAR)'
+            )
+            return
         table = pa.table(
             {
                 "file": pa.array([r.file for r in rows], pa.string()),
@@ -1030,7 +1088,6 @@ class CsvRejects:
                 "raw_line": pa.array([r.raw_line for r in rows], pa.string()),
             }
         )
-        con = self.ctx.con
         view = f"{self.strays_table}_arrow"
         con.register(view, table)
         try:
