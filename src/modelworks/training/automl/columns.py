@@ -128,6 +128,20 @@ def _predicts_target(x: pd.Series, y: pd.Series, task: str) -> bool:
     return bool((groups.groupby("x")["y"].nunique() == 1).all())
 
 
+def _kind(s: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(s):
+        return "numeric"
+    if _is_datetime_strings(s):
+        return "datetime"
+    if _is_text(s):
+        return "text"
+    return "categorical"
+
+
 def inspect_columns(frame: pd.DataFrame, target: str, task: str) -> ColumnReport:
     """Type every feature column; drop all-null and id-like ones; flag leaks."""
     kinds = ColumnKinds()
@@ -150,7 +164,8 @@ def inspect_columns(frame: pd.DataFrame, target: str, task: str) -> ColumnReport
             dropped.append(name)
             notes.append(f"Column {name!r} is all null and was dropped.")
             continue
-        if _is_id_like(s):
+        kind = _kind(s)
+        if kind in ("numeric", "categorical") and _is_id_like(s):
             dropped.append(name)
             notes.append(
                 f"Column {name!r} looks like an id (a distinct value on every row) and was "
@@ -163,18 +178,7 @@ def inspect_columns(frame: pd.DataFrame, target: str, task: str) -> ColumnReport
                 "possible leak (a copy of the target or something known only after it). "
                 "Drop it unless it is really available at prediction time."
             )
-        if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
-            kinds.categorical.append(name)
-        elif pd.api.types.is_datetime64_any_dtype(s):
-            kinds.datetime.append(name)
-        elif pd.api.types.is_numeric_dtype(s):
-            kinds.numeric.append(name)
-        elif _is_datetime_strings(s):
-            kinds.datetime.append(name)
-        elif _is_text(s):
-            kinds.text.append(name)
-        else:
-            kinds.categorical.append(name)
+        getattr(kinds, kind).append(name)
     if not kinds.all:
         raise InvalidInput(
             f"No usable feature columns are left besides the target {target!r}"

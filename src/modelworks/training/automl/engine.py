@@ -54,7 +54,8 @@ from modelworks.training.automl.search import Search
 from modelworks.training.automl.splits import PreparedData, prepare
 from modelworks.training.automl.trials import TrialOutcome
 
-MIN_RESERVE_FRACTION = 0.08
+MIN_RESERVE_FRACTION = 0.05
+ENSEMBLE_FRACTION = 0.04  # of the budget, kept for ensemble selection
 REFIT_SAFETY = 1.3
 ENSEMBLE_CANDIDATES = 15
 ENSEMBLE_ROUNDS = 20
@@ -192,12 +193,12 @@ def run_automl(
         notes.append(f"{len(frame) - len(labelled)} rows with a null target were left out.")
     task_name = resolve_task(task, labelled[target])
     scorer = resolve_metric(metric, task_name)
+    y, classes = _encode_target(labelled[target], task_name, target)
     inspected = inspect_columns(labelled, target, task_name)
     notes += inspected.warnings
     cols = inspected.kinds
     feature_columns = [c for c in labelled.columns if c in set(cols.all)]
     X = labelled[feature_columns]
-    y, classes = _encode_target(labelled[target], task_name, target)
     names = _families(families)
     threads = max(1, n_jobs or (1 if ray_address else _cpu_count()))
 
@@ -224,7 +225,7 @@ def run_automl(
             families=names,
             seed=seed,
             n_jobs=threads,
-            search_end=budget_end - MIN_RESERVE_FRACTION * time_budget,
+            search_end=budget_end - (MIN_RESERVE_FRACTION + ENSEMBLE_FRACTION) * time_budget,
             max_trials=max_trials,
             concurrent=ray_address is not None,
             keep_models=ray_address is None,
@@ -242,7 +243,7 @@ def run_automl(
                 if best is outcome and outcome.models:
                     best_models["trial"] = outcome
                 outcome.models = [] if best is not outcome else outcome.models
-                reserve = max(
+                reserve = ENSEMBLE_FRACTION * time_budget + max(
                     MIN_RESERVE_FRACTION * time_budget, REFIT_SAFETY * search.refit_estimate()
                 )
                 search.search_end = budget_end - reserve

@@ -27,7 +27,7 @@ from modelworks.training.automl.columns import ColumnKinds
 from modelworks.training.trusted import register_trusted_types
 
 PreprocessingKind = Literal["tree", "linear"]
-DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
+DATETIME_PARTS = ("year", "month", "day", "day_of_week", "hour")
 MISSING = "__missing__"
 
 

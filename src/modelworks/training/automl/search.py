@@ -104,13 +104,15 @@ class Search:
         ok = sorted((o for o in self.outcomes if o.status == "ok"), key=lambda o: o.loss or 0.0)
         scale = self.data.n_rows / max(1, len(self.data.folds[0][0]))
         total = sum(self.data.preprocess_seconds.values()) * scale
-        for o in ok[:3]:
+        for o in ok[:5]:
             total += float(np.mean(o.stage_seconds)) * scale
         return total
 
     def should_stop(self) -> bool:
         if self.max_trials is not None and self.next_number >= self.max_trials:
             return True
+        if self.next_number == 0:  # the first trial always runs, so there is a model
+            return False
         return self.time_left() <= 0 or all(s.exhausted for s in self.states.values())
 
     # ---- choosing -------------------------------------------------------------------
@@ -134,9 +136,10 @@ class Search:
         untried = [s for s in live if s.started == 0]
         if untried:
             return min(untried, key=lambda s: s.family.prior_cost).family.name
-        all_losses = [loss for s in self.states.values() for loss in s.losses]
-        best = min(all_losses) if all_losses else 0.0
-        spread = float(np.percentile(all_losses, 75)) - best if len(all_losses) >= 4 else 0.0
+        bests = sorted(s.best for s in self.states.values() if s.losses)
+        best = bests[0] if bests else 0.0
+        # The scale of "close to the leader": how far the middle family is behind it.
+        spread = bests[len(bests) // 2] - best if len(bests) >= 3 else 0.0
         scale = max(spread, abs(best) * 0.02, 1e-9)
         costs = {s.family.name: max(self._cost(s), 1e-3) for s in live}
         cheapest = min(costs.values())
