@@ -323,3 +323,13 @@ def test_only_one_runner_per_home_runs_at_a_time(store: Store, start_runner: Any
     started = time.monotonic()
     JobRunner(store).run()  # a second runner gives up at once instead of competing
     assert time.monotonic() - started < 2
+
+
+def test_a_kind_registered_in_the_submitter_runs_in_the_worker(
+    svc: JobService, me: Principal, start_runner: Any, wait_for: WaitFor, monkeypatch: Any
+) -> None:
+    # Only this process knows "nap"; the worker imports the entrypoint the job recorded.
+    monkeypatch.setitem(kinds.KINDS, "nap", "modelworks.training.jobs.builtin:sleep_job")
+    job = svc.submit(me, "default", "nap", {"seconds": 0})
+    start_runner()
+    assert wait_for(job.id).status == "succeeded"

@@ -33,12 +33,19 @@ def register_kind(name: str, target: str) -> None:
     KINDS[name] = target
 
 
-def resolve(kind: str) -> JobFunction:
-    """The function of ``kind``; InvalidInput if the kind is unknown or cannot be imported."""
+def entrypoint(kind: str) -> str:
+    """The ``module:function`` of ``kind``; InvalidInput if the kind is unknown."""
     target = KINDS.get(kind)
     if target is None:
         known = ", ".join(sorted(KINDS))
         raise InvalidInput(f"Unknown job kind {kind!r}; use one of: {known}.")
+    return target
+
+
+def resolve(kind: str, target: str | None = None) -> JobFunction:
+    """The function of ``kind`` (at ``target``, default: the registered one); InvalidInput if
+    the kind is unknown or its function cannot be imported."""
+    target = target or entrypoint(kind)
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

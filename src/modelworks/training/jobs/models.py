@@ -24,6 +24,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), nullable=False, index=True)
     kind: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The kind's "module:function" when it was submitted: what the worker imports.
+    entrypoint: Mapped[str] = mapped_column(String(300), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")

@@ -195,7 +195,8 @@ class JobService:
             raise InvalidInput(f"max_retries must be between 0 and 100; got {max_retries}.")
         if name is not None and not 1 <= len(name) <= 200:
             raise InvalidInput("A job name has 1 to 200 characters.")
-        fn = kinds.resolve(kind)
+        target = kinds.entrypoint(kind)
+        fn = kinds.resolve(kind, target)
         validate = getattr(fn, "validate_spec", None)
         if callable(validate):
             validate(spec)
@@ -208,6 +209,7 @@ class JobService:
                 id=job_id,
                 project_id=p.id,
                 kind=kind,
+                entrypoint=target,
                 name=(name or f"{kind}-{job_id[-8:].lower()}")[:200],
                 spec=spec,
                 status="queued",

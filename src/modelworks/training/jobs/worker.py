@@ -110,6 +110,7 @@ def run_attempt(store: Store, job_id: str, attempt: int | None = None) -> int:
     with store.read() as s:
         row = s.get(Job, job_id)
         principal_data = dict(row.principal or {}) if row is not None else {}
+        target = row.entrypoint if row is not None else None
     cancel = threading.Event()
     watcher = _Watcher(svc, job, cancel)
     watcher.thread.start()
@@ -132,7 +133,7 @@ def run_attempt(store: Store, job_id: str, attempt: int | None = None) -> int:
             cancel_event=cancel,
         )
         ctx.log(f"job {job.id} ({job.kind}) attempt {job.attempt} on {host_name()}")
-        fn = kinds.resolve(job.kind)
+        fn = kinds.resolve(job.kind, target)
         result = fn(ctx) or {}
         if not isinstance(result, dict):
             raise TypeError(f"a job function returns a dict; {job.kind} returned {result!r}")

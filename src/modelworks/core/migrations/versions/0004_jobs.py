@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("project_id", sa.String(length=26), nullable=False),
         sa.Column("kind", sa.String(length=100), nullable=False),
+        sa.Column("entrypoint", sa.String(length=300), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
             "spec",
