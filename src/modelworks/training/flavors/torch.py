@@ -10,6 +10,7 @@ loop that logs per-epoch losses and the model to the active run.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,9 +56,12 @@ class TorchFlavor(Flavor):
                 "Saving a PyTorch module needs an example input to trace it: pass "
                 "input_example= (a DataFrame of numeric columns, or an array of one batch)."
             )
-        x = _tensor(example)
+        x = _tensor(example).detach().cpu()
         if x.shape[0] < 2:  # a batch of 1 would pin the batch size to 1
             x = torch.cat([x, x])
+        if any(p.device.type != "cpu" for p in model.parameters()):
+            # Export a CPU copy, so the package loads on machines without the accelerator.
+            model = copy.deepcopy(model).cpu()
         was_training = model.training
         model.eval()  # dropout and batch norm as at inference
         try:
@@ -75,8 +79,9 @@ class TorchFlavor(Flavor):
     def predict(self, model: Any, data: Any) -> np.ndarray[Any, Any]:
         import torch
 
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            out = model(_tensor(data))
+            out = model(_tensor(data).to(device))
         arr = out.detach().cpu().numpy()
         return arr[:, 0] if arr.ndim == 2 and arr.shape[1] == 1 else arr
 
@@ -115,8 +120,8 @@ def fit(
 ) -> dict[str, list[float]]:
     """Train ``module`` for ``epochs`` and return the loss history.
 
-    Each batch of the loaders is ``(inputs, targets)``; ``loss_fn(module(inputs), targets)``
-    is minimised with ``optimizer``. With a run active (``mw.start_run()``), the mean
+    Each batch of the loaders is ``(inputs, targets)`` on the module's device;
+    ``loss_fn(module(inputs), targets)`` is minimised with ``optimizer``. With a run active (``mw.start_run()``), the mean
     training loss of each epoch is logged as ``train_loss`` (and ``val_loss`` with a
     ``val_loader``) at step = epoch, the optimizer's settings as params, and the trained
     module as the ``model`` package (traced on the first training batch; ``log_model=False``
