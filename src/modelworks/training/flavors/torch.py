@@ -121,11 +121,12 @@ def fit(
     """Train ``module`` for ``epochs`` and return the loss history.
 
     Each batch of the loaders is ``(inputs, targets)`` on the module's device;
-    ``loss_fn(module(inputs), targets)`` is minimised with ``optimizer``. With a run active (``mw.start_run()``), the mean
-    training loss of each epoch is logged as ``train_loss`` (and ``val_loss`` with a
-    ``val_loader``) at step = epoch, the optimizer's settings as params, and the trained
-    module as the ``model`` package (traced on the first training batch; ``log_model=False``
-    skips that). Logging failures are warnings; they never stop training.
+    ``loss_fn(module(inputs), targets)`` is minimised with ``optimizer``. With a run active
+    (``mw.start_run()``), the mean training loss of each epoch is logged as ``train_loss``
+    (and ``val_loss`` with a ``val_loader``) at step = epoch, the optimizer's settings as
+    params, and the trained module as the ``model`` package (exported on the first training
+    batch; ``log_model=False`` skips that). Logging failures are warnings; they never stop
+    training.
 
     >>> import torch, modelworks as mw  # doctest: +SKIP
     >>> from modelworks.training.flavors.torch import fit  # doctest: +SKIP
