@@ -255,3 +255,26 @@ def test_frameworks_imported_later_are_patched_on_import(tmp_path: Any) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_log_and_load_model_over_rest(binary: Data, tmp_path: Any, serve: Any) -> None:
+    from modelworks.core.config import Settings
+    from modelworks.core.store import Store
+    from modelworks.governance.service import GovernanceService
+    from modelworks.server.app import create_app
+
+    X, y = binary
+    store = Store(Settings(home=tmp_path / "server-home"))
+    gov = GovernanceService(store)
+    gov.bootstrap_admin("admin", "flavor-test-password")
+    token = gov.create_token(gov.authenticate_password("admin", "flavor-test-password"), "t")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(X, y)
+    try:
+        with serve(create_app(store)) as url, mw.connect(url, token=token.token) as ws:
+            with ws.start_run(experiment="remote") as run:
+                mw.log_model(run, model, input_example=X.head(), metrics={"acc": 0.9})
+            pkg = mw.load_model(ws, run.id, dest=tmp_path / "downloaded")
+            assert pkg.meta.lineage["run_id"] == run.id and pkg.meta.metrics == {"acc": 0.9}
+            assert np.array_equal(pkg.predict(X), model.predict(X))
+    finally:
+        store.close()
