@@ -150,8 +150,11 @@ def _metric_key(key: str) -> str:
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params with plain values (estimators and callables left out), keys and values cut to
     what the tracking store takes, so one odd param cannot lose the whole batch."""
+    from modelworks.training.flavors.base import plain
+
     out: dict[str, Any] = {}
     for key, value in params.items():
+        value = plain(value)  # NumPy scalars as Python numbers
         if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
             value = str(list(value))
         elif value is None:

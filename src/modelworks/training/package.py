@@ -212,7 +212,9 @@ def verify_package(path: str | os.PathLike[str]) -> PackageMeta:
     problems = []
     for rel, expected in meta.files.items():
         file = root / rel
-        if not file.is_file():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"{rel} points outside the package")
+        elif not file.is_file():
             problems.append(f"{rel} is missing")
         elif _sha256(file) != expected:
             problems.append(f"{rel} does not match its checksum (changed or damaged)")

@@ -80,6 +80,12 @@ def test_tampered_missing_or_extra_file_is_refused(saved: Path) -> None:
     (saved / "model" / "evil.pkl").write_bytes(pickle.dumps(1))
     with pytest.raises(CorruptData, match=r"model/evil\.pkl is not part of the package"):
         verify_package(saved)
+    (saved / "model" / "evil.pkl").unlink()
+    meta = yaml.safe_load((saved / "model.yaml").read_text())
+    meta["files"]["../outside.txt"] = "0" * 64
+    (saved / "model.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(CorruptData, match=r"\.\./outside\.txt points outside the package"):
+        verify_package(saved)
 
 
 def test_existing_destination_is_not_overwritten(saved: Path, binary: Data) -> None:
