@@ -93,10 +93,12 @@ def jobs_submit(
     project: ProjectOpt = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """Queue a job. Locally it starts at once in the background (a runner process is
-    started if none is running) and keeps running after this command returns.
+    """Queue a job; it runs in the background and outlives this command.
 
-    Examples:
+    Locally it starts at once (a runner process is started if none is running); with
+    MODELWORKS_RAY_ADDRESS set it goes to the Ray cluster.
+
+    Example:
       modelworks jobs submit sleep --spec '{"seconds": 2}'
       modelworks jobs submit train --spec-file train.json --cpus 4 --timeout 3600 --retries 2
     """
@@ -198,7 +200,7 @@ def jobs_logs(
 ) -> None:
     """Print a job's log (stdout and stderr of its attempts).
 
-    Examples:
+    Example:
       modelworks jobs logs 01JD... --follow
       modelworks jobs logs 01JD... --json   # {"text", "next_offset", ...}
     """
@@ -233,7 +235,7 @@ def jobs_worker(
         float | None, typer.Option(min=0.01, help="CPUs to use (default: all cores).")
     ] = None,
 ) -> None:
-    """Run queued local jobs of this store until the queue is idle (or forever).
+    """Run the queued local jobs of this store until the queue is idle (or forever).
 
     Submitting a job starts one of these in the background when none runs; `modelworks
     server` runs one as well. Only one runner per MODELWORKS_HOME runs at a time.

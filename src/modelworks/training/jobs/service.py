@@ -379,6 +379,8 @@ class JobService:
         mark it running (a new attempt). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so runners
         never wait on each other nor take the same job; SQLite: the write lock of the
         transaction (``BEGIN IMMEDIATE``)."""
+        if not self.has_queued_local():
+            return None  # the common case, answered without taking SQLite's write lock
         pg = self.store.db.dialect == "postgresql"
         with self.store.transaction() as s:
             candidates = s.execute(
