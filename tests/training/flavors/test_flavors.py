@@ -173,3 +173,19 @@ def test_keras_lambda_layer_needs_trust(tmp_path: Path) -> None:
     loaded = load_package(tmp_path / "pkg", trust=True)
     assert loaded.signature is not None and loaded.signature.is_tensor
     assert np.allclose(loaded.predict(x), model.predict(x, verbose=0)[:, 0])
+
+
+def test_pipelines_holding_boosting_wrappers_load_without_trust(
+    binary: Data, tmp_path: Path
+) -> None:
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    X, y = binary
+    for i, final in enumerate(
+        [lgb.LGBMClassifier(n_estimators=3, verbose=-1), xgb.XGBClassifier(n_estimators=3)]
+    ):
+        model = make_pipeline(StandardScaler(), final).fit(X, y)
+        meta, pkg = round_trip(model, X, tmp_path / str(i))
+        assert meta.flavor == "sklearn"
+        assert np.array_equal(pkg.predict_proba(X), model.predict_proba(X))
