@@ -37,7 +37,7 @@ from modelworks.training.automl.ensemble import (
     EnsembleRegressor,
     caruana_selection,
 )
-from modelworks.training.automl.executors import run_local, run_ray
+from modelworks.training.automl.executors import RayCluster, run_local, run_ray
 from modelworks.training.automl.families import (
     FAMILIES,
     available_families,
@@ -204,6 +204,7 @@ def run_automl(
 
     previous_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cluster = RayCluster(ray_address, threads) if ray_address else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -226,6 +227,7 @@ def run_automl(
             seed=seed,
             n_jobs=threads,
             search_end=budget_end - (MIN_RESERVE_FRACTION + ENSEMBLE_FRACTION) * time_budget,
+            hard_end=budget_end,
             max_trials=max_trials,
             concurrent=ray_address is not None,
             keep_models=ray_address is None,
@@ -257,8 +259,8 @@ def run_automl(
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if ray_address:
-                    run_ray(search, data, report, address=ray_address, cpus_per_trial=threads)
+                if cluster is not None:
+                    run_ray(search, data, report, cluster)
                 else:
                     run_local(search, data, report)
 
@@ -300,6 +302,8 @@ def run_automl(
                 best_result = next(r for r in results if r.number == members[0].number)
     finally:
         optuna.logging.set_verbosity(previous_verbosity)
+        if cluster is not None:
+            cluster.close()
     board = sort_leaderboard(results, scorer.greater_is_better)
     if best_result.family != "ensemble":
         best_result = next(r for r in board if r.number == best_result.number)

@@ -30,51 +30,74 @@ def run_local(search: Search, data: PreparedData, report: Callable[[TrialOutcome
         report(outcome)
 
 
+def _warm_up() -> bool:
+    """Import what a trial needs, so a new Ray worker pays it before the first trial."""
+    import lightgbm  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+
+    import modelworks.training.automl.trials  # noqa: F401
+
+    return True
+
+
+class RayCluster:
+    """A connection to the cluster for one run; opened before preprocessing so that the
+    workers' start-up (a fresh Python importing the model libraries) overlaps it."""
+
+    def __init__(self, address: str, cpus_per_trial: int) -> None:
+        import ray
+
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+        self.cpus_per_trial = cpus_per_trial
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        self.slots = max(1, int(cpus // cpus_per_trial))
+        warm = ray.remote(num_cpus=cpus_per_trial)(_warm_up)
+        self.warming = [warm.remote() for _ in range(self.slots)]
+
+    def close(self) -> None:
+        import ray
+
+        if self.started_here:
+            ray.shutdown()
+
+
 def run_ray(
     search: Search,
     data: PreparedData,
     report: Callable[[TrialOutcome], None],
-    *,
-    address: str,
-    cpus_per_trial: int,
+    cluster: RayCluster,
 ) -> None:
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
-    try:
-        data_ref = ray.put(data)
-        remote = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(evaluate_trial)
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        slots = max(1, int(cpus // cpus_per_trial))
-        in_flight: dict[Any, TrialSpec] = {}
-        while True:
-            while len(in_flight) < slots:
-                spec = search.next_spec()
-                if spec is None:
-                    break
-                in_flight[remote.remote(spec, data_ref)] = spec
-            if not in_flight:
-                return
-            wait = max(0.05, search.time_left() + RAY_GRACE_SECONDS)
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait)
-            if not done:
-                for ref, spec in in_flight.items():
-                    ray.cancel(ref, force=True)
-                    report(search.abandon(spec, "cancelled at the time budget"))
-                return
-            for ref in done:
-                spec = in_flight.pop(ref)
-                try:
-                    outcome: TrialOutcome = ray.get(ref)
-                except Exception as exc:
-                    outcome = TrialOutcome(
-                        spec.number, spec.family, spec.params, "failed", error=f"Ray task: {exc}"
-                    )
-                search.tell(outcome)
-                report(outcome)
-            time.sleep(0)
-    finally:
-        if started_here:
-            ray.shutdown()
+    data_ref = ray.put(data)
+    remote = ray.remote(num_cpus=cluster.cpus_per_trial, max_retries=0)(evaluate_trial)
+    in_flight: dict[Any, TrialSpec] = {}
+    while True:
+        while len(in_flight) < cluster.slots:
+            spec = search.next_spec()
+            if spec is None:
+                break
+            in_flight[remote.remote(spec, data_ref)] = spec
+        if not in_flight:
+            return
+        # Until a trial has finished there is no model: wait up to the hard end for one.
+        end = search.search_end if search.has_result() else search.hard_end
+        wait = max(0.05, end - time.time() + RAY_GRACE_SECONDS)
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait)
+        if not done:
+            for ref, spec in in_flight.items():
+                ray.cancel(ref, force=True)
+                report(search.abandon(spec, "cancelled at the time budget"))
+            return
+        for ref in done:
+            spec = in_flight.pop(ref)
+            try:
+                outcome: TrialOutcome = ray.get(ref)
+            except Exception as exc:
+                outcome = TrialOutcome(
+                    spec.number, spec.family, spec.params, "failed", error=f"Ray task: {exc}"
+                )
+            search.tell(outcome)
+            report(outcome)

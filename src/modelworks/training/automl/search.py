@@ -63,6 +63,7 @@ class Search:
         seed: int,
         n_jobs: int,
         search_end: float,
+        hard_end: float,
         max_trials: int | None,
         concurrent: bool = False,
         keep_models: bool = False,
@@ -72,6 +73,7 @@ class Search:
         self.seed = seed
         self.n_jobs = n_jobs
         self.search_end = search_end
+        self.hard_end = hard_end  # the first trial may run to here: a run needs one model
         self.max_trials = max_trials
         self.adaptive = max_trials is None
         self.keep_models = keep_models
@@ -107,6 +109,9 @@ class Search:
         for o in ok[:5]:
             total += float(np.mean(o.stage_seconds)) * scale
         return total
+
+    def has_result(self) -> bool:
+        return any(o.status == "ok" for o in self.outcomes)
 
     def should_stop(self) -> bool:
         if self.max_trials is not None and self.next_number >= self.max_trials:
@@ -185,8 +190,9 @@ class Search:
             metric=self.metric.name,
             seed=self.seed,
             n_jobs=self.n_jobs,
-            deadline=self.search_end,
+            deadline=self.search_end if number else self.hard_end,
             thresholds=self._thresholds(),
+            must_finish=number == 0,
             keep_models=self.keep_models,
         )
 

@@ -33,6 +33,7 @@ class TrialSpec:
     deadline: float  # time.time() after which fits stop where they are
     thresholds: list[float]  # per stage: prune when the running mean loss is above it
     keep_models: bool = False
+    must_finish: bool = False  # the run's first trial: not stopped between stages by time
 
 
 @dataclass
@@ -107,7 +108,7 @@ def evaluate_trial(spec: TrialSpec, data: PreparedData) -> TrialOutcome:
                     out.status = "pruned"
                     out.error = f"pruned after stage {i + 1} of {len(data.stages)}"
                     break
-                if not last and time.time() > spec.deadline:
+                if not last and not spec.must_finish and time.time() > spec.deadline:
                     out.status = "pruned"
                     out.error = "stopped at the time budget"
                     break
