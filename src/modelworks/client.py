@@ -35,6 +35,8 @@ from modelworks.tracking.client import ActiveRun, current_run, live_runs
 from modelworks.tracking.client import start_run as _start_run
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from modelworks.core.schemas import Page
     from modelworks.data.client import Datasets, DatasetVersion
     from modelworks.data.transport import DataBackend
@@ -45,7 +47,10 @@ if TYPE_CHECKING:
         RunComparison,
         RunOut,
     )
+    from modelworks.training.automl_run import AutoMLRun
+    from modelworks.training.jobs.schemas import JobOut
     from modelworks.training.schemas import RunInputOut
+    from modelworks.training.trainer import TrainResult
     from modelworks.training.transport import TrainingBackend
     from modelworks.transport import TrackingBackend
 
@@ -295,6 +300,77 @@ class Runs:
         return rows
 
 
+class AutoML:
+    """AutoML on the workspace's data: ``ws.automl.fit(...)``.
+
+    >>> found = ws.automl.fit("churn@latest", target="churned", time_budget=60)
+    ... # doctest: +SKIP
+    >>> found.leaderboard_frame().head()  # doctest: +SKIP
+    >>> found.predict(new_rows)  # doctest: +SKIP
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._ws = workspace
+
+    def fit(
+        self,
+        dataset: str | DatasetVersion | pd.DataFrame,
+        target: str,
+        time_budget: float = 60.0,
+        metric: str | None = None,
+        seed: int = 0,
+        **options: Any,
+    ) -> AutoMLRun:
+        """Search model families and their settings within ``time_budget`` seconds.
+
+        Every trial is a child run of one parent run; the winner (an ensemble when that
+        helps) is saved with its preprocessing as the parent run's ``model`` package.
+        Options: ``task`` (binary, multiclass, regression; inferred by default),
+        ``families``, ``experiment``, ``run_name``, ``max_trials``, ``progress``, and
+        ``ray_address`` (default ``MODELWORKS_RAY_ADDRESS``) to run trials on a Ray cluster.
+        """
+        from modelworks.training.automl_run import fit_automl
+
+        if "ray_address" not in options:
+            options["ray_address"] = get_settings().ray_address
+        return fit_automl(
+            self._ws, dataset, target, time_budget=time_budget, metric=metric, seed=seed, **options
+        )
+
+    def submit(
+        self,
+        dataset: str,
+        target: str,
+        time_budget: float = 60.0,
+        metric: str | None = None,
+        seed: int = 0,
+        *,
+        cpus: float = 1.0,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> JobOut:
+        """Queue the same search as an ``automl`` job (it runs on the server, or in a local
+        worker process, and keeps running when this client exits); ``ws.jobs.wait(job)``.
+        The job's timeout defaults to twice the budget plus a minute."""
+        from modelworks.training.schemas import AutoMLSpec
+
+        spec = AutoMLSpec(
+            dataset=dataset,
+            target=target,
+            time_budget=time_budget,
+            metric=metric,
+            seed=seed,
+            **options,
+        )
+        return self._ws.jobs.submit(
+            "automl",
+            spec.model_dump(exclude_none=True),
+            name=f"automl {dataset} -> {target}",
+            cpus=cpus,
+            timeout_s=timeout_s if timeout_s is not None else 2 * time_budget + 60,
+        )
+
+
 class Workspace:
     """A connection to one project: ``ws.experiments``, ``ws.runs``, ``ws.start_run()``,
     ``ws.datasets``.
@@ -332,6 +408,7 @@ class Workspace:
         self.runs = Runs(self)
         self.datasets: Datasets = Datasets(self, data)
         self.jobs: Jobs = Jobs(self)
+        self.automl = AutoML(self)
 
     def start_run(
         self,
@@ -367,6 +444,30 @@ class Workspace:
             nested=nested,
             workspace=self,
         )
+
+    def train(
+        self,
+        dataset: str | DatasetVersion | pd.DataFrame,
+        target: str,
+        model: Any = "lightgbm",
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TrainResult:
+        """Fit a model on a dataset version, score it on a held-out split, track the run.
+
+        ``model`` is a name (lightgbm, xgboost, hist_gradient_boosting, random_forest,
+        extra_trees, linear, mlp), which brings the right preprocessing for every column
+        type, or any scikit-learn-compatible estimator. Options: ``task``, ``experiment``,
+        ``run_name``, ``test_size``, ``seed``, ``features``, ``progress``. The model lands
+        in the run as a package: ``mw.load_model(ws, result.run_id)``.
+
+        >>> result = ws.train("churn@latest", target="churned", model="lightgbm",
+        ...                   params={"num_leaves": 63})  # doctest: +SKIP
+        >>> result.metrics  # doctest: +SKIP
+        """
+        from modelworks.training.trainer import train
+
+        return train(self, dataset, target, model, params, **options)
 
     def _training(self) -> TrainingBackend:
         if self.training_backend is None:

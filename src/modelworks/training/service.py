@@ -10,6 +10,9 @@ runs, and later the models, made from it.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from modelworks.core import audit, lineage
 from modelworks.core.auth import Principal, Role
@@ -18,7 +21,13 @@ from modelworks.core.store import Store
 from modelworks.data.service import DataService
 from modelworks.governance.access import require_project
 from modelworks.tracking.service import TrackingService
-from modelworks.training.schemas import RunInputOut
+from modelworks.training.schemas import AutoMLSpec, RunInputOut, TrainSpec
+
+if TYPE_CHECKING:
+    from modelworks.client import Workspace
+    from modelworks.training.jobs.context import JobContext
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 RELATION = re.compile(r"[a-z][a-z_]{1,39}")
 
@@ -77,3 +86,78 @@ class TrainingService:
             for edge in graph.edges
             if edge.parent_type == "dataset_version" and edge.child_id == run.id
         ]
+
+
+# ---- job kinds: training and AutoML run as queued jobs (see modelworks.training.jobs) -------
+def _spec(model: type[SpecT], ctx: JobContext) -> SpecT:
+    try:
+        return model.model_validate(ctx.spec)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"The {ctx.kind} job's spec is not valid: {problems}.") from None
+
+
+def job_workspace(ctx: JobContext) -> Workspace:
+    """A workspace on the job's store, acting as the principal who submitted the job."""
+    from modelworks.client import Workspace
+    from modelworks.data.transport import embedded_data
+    from modelworks.training.transport import embedded_training
+    from modelworks.transport import embedded_tracking
+
+    return Workspace(
+        embedded_tracking(ctx.store, ctx.principal),
+        data=embedded_data(ctx.store, ctx.principal),
+        training=embedded_training(ctx.store, ctx.principal),
+        project=ctx.project,
+        mode="embedded",
+        location=f"job {ctx.job_id}",
+    )
+
+
+def run_train_job(ctx: JobContext) -> dict[str, Any]:
+    """The ``train`` job kind: ``ws.train`` with the spec's arguments."""
+    from modelworks.training.trainer import train
+
+    spec = _spec(TrainSpec, ctx)
+    ctx.log(f"Training {spec.model} on {spec.dataset} to predict {spec.target!r}")
+    ws = job_workspace(ctx)
+    result = train(ws, **spec.model_dump())
+    ctx.progress(1.0, f"run {result.run_id}: " + _scores(result.metrics))
+    return {
+        "run_id": result.run_id,
+        "dataset": result.dataset,
+        "model": result.model_name,
+        "task": result.task,
+        "metrics": result.metrics,
+        "warnings": result.warnings,
+    }
+
+
+def run_automl_job(ctx: JobContext) -> dict[str, Any]:
+    """The ``automl`` job kind: ``ws.automl.fit`` with the spec's arguments; trials go to
+    the job's log as they finish. On a Ray cluster (MODELWORKS_RAY_ADDRESS) the trials run
+    as Ray tasks."""
+    from modelworks.training.automl_run import fit_automl
+
+    spec = _spec(AutoMLSpec, ctx)
+    ctx.log(f"AutoML on {spec.dataset} to predict {spec.target!r} within {spec.time_budget:g} s")
+    ws = job_workspace(ctx)
+    found = fit_automl(ws, ray_address=ctx.settings.ray_address, **spec.model_dump())
+    best = found.best
+    ctx.progress(1.0, f"run {found.run_id}: best {best.family} {best.score}")
+    return {
+        "run_id": found.run_id,
+        "dataset": found.dataset,
+        "task": found.result.task,
+        "metric": found.result.metric,
+        "best_family": best.family,
+        "best_score": best.score,
+        "trials": len(found.leaderboard),
+        "warnings": found.result.warnings,
+    }
+
+
+def _scores(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
