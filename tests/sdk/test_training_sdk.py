@@ -65,11 +65,11 @@ def test_train_accepts_an_estimator_object(ws: mw.Workspace, exp_name: str) -> N
 def test_bad_training_input_names_the_problem_and_leaves_no_run(
     ws: mw.Workspace, dataset: str, exp_name: str
 ) -> None:
-    with pytest.raises(InvalidInput, match="'churn' is not in the frame.*'churned'"):
+    with pytest.raises(InvalidInput, match=r"'churn' is not in the frame.*'churned'"):
         ws.train(dataset, target="churn", experiment=exp_name)
     with pytest.raises(InvalidInput, match="Unknown model 'svm'"):
         ws.train(dataset, target="churned", model="svm", experiment=exp_name)
-    with pytest.raises(InvalidInput, match="Bad params for random_forest.*no_such_param"):
+    with pytest.raises(InvalidInput, match=r"Bad params for random_forest.*no_such_param"):
         ws.train(dataset, "churned", "random_forest", {"no_such_param": 1}, experiment=exp_name)
     with pytest.raises(InvalidInput, match="time_budget"):
         ws.automl.fit(dataset, "churned", time_budget=0, experiment=exp_name)
