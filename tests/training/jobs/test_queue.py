@@ -333,3 +333,36 @@ def test_a_kind_registered_in_the_submitter_runs_in_the_worker(
     job = svc.submit(me, "default", "nap", {"seconds": 0})
     start_runner()
     assert wait_for(job.id).status == "succeeded"
+
+
+def test_gpus_are_handed_out_by_device(
+    svc: JobService, me: Principal, start_runner: Any, wait_for: WaitFor, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # this "machine" has two GPUs
+    with pytest.raises(InvalidInput, match="GPUs but this machine has 2"):
+        svc.submit(me, "default", "sleep", resources={"gpus": 3})
+    both = svc.submit(me, "default", "sleep", {"seconds": 1, "steps": 1}, resources={"gpus": 2})
+    half = svc.submit(me, "default", "sleep", {"seconds": 0}, resources={"gpus": 0.5})
+    plain = svc.submit(me, "default", "sleep", {"seconds": 0})
+    runner = start_runner()
+    assert runner.gpu_ids == ["3", "5"]
+    a, b, c = (wait_for(j.id) for j in (both, half, plain))
+    assert {a.status, b.status, c.status} == {"succeeded"}
+    assert "with GPUs 3,5 at" in svc.logs(me, a.id).text
+    assert (
+        "with GPUs 3 at" in svc.logs(me, b.id).text or "with GPUs 5 at" in svc.logs(me, b.id).text
+    )
+    assert "with GPUs" not in svc.logs(me, c.id).text
+    assert b.started_at and a.finished_at and b.started_at >= a.finished_at  # waited for a GPU
+    assert c.started_at and a.finished_at and c.started_at < a.finished_at  # CPUs only: no wait
+
+
+def test_fractional_gpus_share_a_device(store: Store, monkeypatch: Any) -> None:
+    from modelworks.training.jobs.runner import JobRunner
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    runner = JobRunner(store, lock=False)
+    assert runner._assign_gpus(0) == {}
+    assert runner._assign_gpus(0.5) == {"0": 0.5}
+    assert runner._assign_gpus(2) == {"0": 1.0, "1": 1.0}
+    assert runner._assign_gpus(3) is None

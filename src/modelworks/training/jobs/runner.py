@@ -16,6 +16,7 @@ own process group (``python -m modelworks.training.jobs.worker <job_id>``).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from modelworks.training.jobs.service import (
     JobService,
     host_name,
     jobs_dir,
-    local_gpu_count,
+    local_gpu_ids,
     store_env,
 )
 
@@ -55,6 +56,7 @@ class _Child:
     log_path: Path
     started: float = field(default_factory=time.monotonic)
     ending: str | None = None  # why the runner killed it: "cancelled" or "timeout"
+    gpus: dict[str, float] = field(default_factory=dict)  # device id -> share of it
 
 
 def runner_lock(store: Store) -> FileLock:
@@ -84,7 +86,10 @@ class JobRunner:
         self.store = store
         self.svc = JobService(store)
         self.max_cpus = float(max_cpus if max_cpus is not None else (os.cpu_count() or 1))
-        self.max_gpus = float(max_gpus if max_gpus is not None else local_gpu_count())
+        self.gpu_ids = local_gpu_ids()
+        if max_gpus is not None:
+            self.gpu_ids = self.gpu_ids[: int(max_gpus)]
+        self.max_gpus = float(len(self.gpu_ids))
         self.poll_s = poll_s
         self.stale_after_s = stale_after_s
         self.worker = name or f"{host_name()}:{os.getpid()}:{id(self) % 100_000}"
@@ -169,10 +174,10 @@ class JobRunner:
                 self.worker,
                 free_cpus=self.max_cpus - used_cpus,
                 free_gpus=self.max_gpus - used_gpus,
+                fits=lambda res: self._assign_gpus(float(res.get("gpus") or 0)) is not None,
             )
-            if job is None:
+            if job is None or not self._spawn(job):
                 break
-            self._spawn(job)
         return bool(self._children)
 
     def _housekeeping(self) -> None:
@@ -186,15 +191,25 @@ class JobRunner:
         except Exception as exc:  # never let housekeeping stop the runner
             print(f"modelworks: job housekeeping failed: {exc}", file=sys.stderr, flush=True)
 
-    def _spawn(self, job: JobOut) -> None:
+    def _spawn(self, job: JobOut) -> bool:
+        """Start the claimed attempt's worker process; False if it had to be put back."""
+        gpus = self._assign_gpus(float(job.resources.gpus))
+        if gpus is None:  # cannot happen after claim's fits(); never run it on a busy GPU
+            self.svc.release(job.id, job.attempt)
+            return False
         folder = jobs_dir(self.store) / job.id
         folder.mkdir(parents=True, exist_ok=True)
         log_path = folder / "job.log"
         log = open(log_path, "ab")  # noqa: SIM115 - closed when the child ends
         stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"=== attempt {job.attempt} on {self.worker} at {stamp} UTC ===\n".encode())
+        devices = f" with GPUs {','.join(gpus)}" if gpus else ""
+        log.write(
+            f"=== attempt {job.attempt} on {self.worker}{devices} at {stamp} UTC ===\n".encode()
+        )
         log.flush()
         env = {**os.environ, **store_env(self.store), "PYTHONUNBUFFERED": "1"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         cmd = [sys.executable, "-m", "modelworks.training.jobs.worker", job.id]
         cmd += ["--attempt", str(job.attempt)]
         try:
@@ -210,9 +225,27 @@ class JobRunner:
         except OSError as exc:
             log.close()
             self.svc.finish(job.id, job.attempt, "failed", error=f"Cannot start a worker: {exc}")
-            return
-        self._children[job.id] = _Child(job, proc, log, log_path)
+            return True
+        self._children[job.id] = _Child(job, proc, log, log_path, gpus=gpus)
         self.svc.set_process(job.id, job.attempt, str(proc.pid), str(log_path))
+        return True
+
+    def _assign_gpus(self, need: float) -> dict[str, float] | None:
+        """Devices for a job asking for ``need`` GPUs: whole free devices for 1 or more, a
+        share of one device for a fraction. None if they are not free as one piece."""
+        if need <= 0:
+            return {}
+        load = dict.fromkeys(self.gpu_ids, 0.0)
+        for child in self._children.values():
+            for device, share in child.gpus.items():
+                load[device] = load.get(device, 0.0) + share
+        if need < 1:
+            fits = [d for d in self.gpu_ids if load[d] + need <= 1 + 1e-9]
+            fits.sort(key=lambda d: -load[d])  # pack fractions onto busy devices first
+            return {fits[0]: need} if fits else None
+        free = [d for d in self.gpu_ids if load[d] == 0]
+        whole = math.ceil(need - 1e-9)
+        return dict.fromkeys(free[:whole], 1.0) if len(free) >= whole else None
 
     def _check(self, child: _Child) -> None:
         rc = child.proc.poll()

@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,11 @@ def store_env(store: Store) -> dict[str, str]:
     return env
 
 
-def local_gpu_count() -> int:
-    """GPUs this machine offers to local jobs (CUDA_VISIBLE_DEVICES, else nvidia-smi)."""
+def local_gpu_ids() -> list[str]:
+    """The GPUs this machine offers to local jobs: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     try:
         out = subprocess.run(
             ["nvidia-smi", "-L"],  # noqa: S607 - found on PATH like a user would
@@ -90,8 +91,13 @@ def local_gpu_count() -> int:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        return []
+    lines = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    return [str(i) for i in range(len(lines))]
+
+
+def local_gpu_count() -> int:
+    return len(local_gpu_ids())
 
 
 def _job_out(job: Job, project: Project | str) -> JobOut:
@@ -374,7 +380,14 @@ class JobService:
         )
 
     # ---- system calls: the runner and the worker -----------------------------------------
-    def claim_next(self, worker: str, *, free_cpus: float, free_gpus: float = 0.0) -> JobOut | None:
+    def claim_next(
+        self,
+        worker: str,
+        *,
+        free_cpus: float,
+        free_gpus: float = 0.0,
+        fits: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> JobOut | None:
         """Atomically take the oldest queued local job that fits in the free resources and
         mark it running (a new attempt). PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so runners
         never wait on each other nor take the same job; SQLite: the write lock of the
@@ -394,6 +407,8 @@ class JobService:
                 if float(res.get("cpus") or 1) > free_cpus + 1e-9:
                     continue
                 if float(res.get("gpus") or 0) > free_gpus + 1e-9:
+                    continue
+                if fits is not None and not fits(res):
                     continue
                 # Lock just this row; one another runner holds is skipped, not waited for.
                 stmt: Select[Any] = select(Job).where(Job.id == job_id, Job.status == "queued")
