@@ -439,3 +439,57 @@ def test_profile_columns_are_column_profiles(profile: Profile) -> None:
     assert all(isinstance(c, ColumnProfile) for c in profile.columns)
     with pytest.raises(KeyError):
         profile.column("absent")
+
+
+def test_large_data_quantiles_come_from_a_sample_and_the_rest_is_exact(
+    con: duckdb.DuckDBPyConnection,
+    frame: dict[str, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if the data were large: quantiles from a quarter of the rows; counts, means,
+    # extremes and histograms still from every row.
+    monkeypatch.setattr(profile_module, "EXACT_DISTINCT_ROWS", N // 4)
+    path = write_frame(frame, tmp_path / "data.parquet")
+    column = profile_paths(con, [str(path)]).column("amount")
+    amount = frame["amount"][~frame["amount_missing"]]
+    spread = amount.max() - amount.min()
+    assert column.quantiles is not None
+    for q in QUANTILES:
+        assert column.quantiles[f"{q:g}"] == pytest.approx(
+            np.quantile(amount, q), abs=0.02 * spread
+        )
+    assert column.count == len(amount)
+    assert (column.min, column.max) == (amount.min(), amount.max())
+    assert column.mean == pytest.approx(amount.mean(), rel=1e-9)
+    assert column.histogram is not None
+    edges = [float(e) for e in column.histogram.edges]
+    assert column.histogram.counts == right_closed_counts(amount, edges)
+
+
+def test_sampling_works_beside_a_column_named_like_duckdbs_row_numbers(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile_module, "EXACT_DISTINCT_ROWS", 100)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"file_row_number": np.arange(1000), "x": np.ones(1000)}), path)
+    profile = profile_paths(con, [str(path)])
+    assert profile.row_count == 1000
+    assert profile.column("file_row_number").max == 999
+    assert profile.column("x").histogram is not None
+
+
+def test_extremes_of_several_parts_with_nan_in_one(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "part_0.parquet", tmp_path / "part_1.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0], "s": ["b", "c"]}), first)
+    pq.write_table(pa.table({"x": [float("nan"), 7.0, -3.0], "s": ["a", None, "d"]}), second)
+    profile = profile_paths(con, [str(first), str(second)])
+    x = profile.column("x")
+    assert x.min == -3.0 and x.max is None  # NaN is the largest value; JSON has no NaN
+    assert x.histogram is not None
+    assert [x.histogram.edges[0], x.histogram.edges[-1]] == [-3.0, 7.0]
+    assert sum(x.histogram.counts) == 4  # the finite values
+    s = profile.column("s")
+    assert (s.min, s.max, s.count) == ("a", "d", 4)

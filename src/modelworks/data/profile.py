@@ -197,20 +197,46 @@ def _nan_last(value: Any) -> tuple[bool, Any]:
 def _part_bounds(
     con: duckdb.DuckDBPyConnection, paths: Sequence[str], path: str, columns: Sequence[_Column]
 ) -> dict[str, tuple[Any, Any]]:
-    if not columns:
-        return {}
-    exprs: list[str] = []
-    for column in columns:
-        if column.kind == "temporal":
-            exprs += [f"epoch_us(min({column.sql}))", f"epoch_us(max({column.sql}))"]
-        else:
-            exprs += [f"min({column.sql})", f"max({column.sql})"]
+    """Min and max of ``columns`` in one part (``path``), or in all of them (``path=""``).
+
+    Float columns go in a query of their own that reads their values: Parquet statistics
+    leave NaN out, and DuckDB answers from them as if there were none, whereas NaN is the
+    largest float to DuckDB (and in every other statistic of the profile). Counting the
+    NaN puts them back; it also keeps the other columns' query answerable from footers."""
+    floats = [c for c in columns if c.is_float]
+    others = [c for c in columns if not c.is_float]
     source = storage.relation_of(con, [path] if path else paths)
-    result = source.query(_INPUT, f"SELECT {', '.join(exprs)} FROM {_INPUT}")
-    if result is None:
+    out: dict[str, tuple[Any, Any]] = {}
+    if others:
+        exprs: list[str] = []
+        for column in others:
+            if column.kind == "temporal":
+                exprs += [f"epoch_us(min({column.sql}))", f"epoch_us(max({column.sql}))"]
+            else:
+                exprs += [f"min({column.sql})", f"max({column.sql})"]
+        row = _fetch_row(source, exprs)
+        out.update({c.name: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(others)})
+    if floats:
+        exprs = []
+        for column in floats:
+            x = column.sql
+            exprs += [f"min({x})", f"max({x})", f"count({x})", f"count_if(isnan({x}))"]
+        row = _fetch_row(source, exprs)
+        for i, column in enumerate(floats):
+            low, high, count, nans = row[4 * i : 4 * i + 4]
+            if nans:
+                high = math.nan
+                if nans == count:
+                    low = math.nan
+            out[column.name] = (low, high)
+    return out
+
+
+def _fetch_row(relation: duckdb.DuckDBPyRelation, exprs: Sequence[str]) -> tuple[Any, ...]:
+    result = relation.query(_INPUT, f"SELECT {', '.join(exprs)} FROM {_INPUT}")
+    if result is None:  # only statements that write return None; this one reads
         raise RuntimeError("DuckDB returned no result for a profile query")
-    row = result.fetchall()[0]
-    return {c.name: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(columns)}
+    return result.fetchall()[0]
 
 
 def json_safe(value: Any) -> Any:
