@@ -205,3 +205,5 @@ def test_sdk_errors_are_typed(ws: mw.Workspace) -> None:
         ws.jobs.submit("does-not-exist")
     with pytest.raises(NotFound):
         ws.jobs.get("01JNOTAJOB0000000000000000")
+    with pytest.raises(InvalidInput, match="gpus"):
+        ws.jobs.submit("sleep", gpus=-1)

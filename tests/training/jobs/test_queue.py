@@ -263,6 +263,10 @@ def test_submission_is_validated(svc: JobService, me: Principal, monkeypatch: An
         svc.submit(me, "default", "sleep", executor="ray")
     with pytest.raises(InvalidInput, match="status"):
         svc.list(me, "default", status="done")
+    with pytest.raises(InvalidInput, match="resources are not valid: cpus"):
+        svc.submit(me, "default", "sleep", resources={"cpus": 0})
+    with pytest.raises(InvalidInput, match="plain JSON"):
+        svc.submit(me, "default", "sleep", {"result": {"x": {1, 2}}})
 
 
 def test_roles_decide_who_submits_reads_and_cancels(store: Store, svc: JobService) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelworks.core.errors import ModelworksError
-from modelworks.training.jobs.schemas import JobOut, Resources
+from modelworks.training.jobs.schemas import JobOut, resources_of
 from modelworks.training.jobs.transport import JobsBackend, jobs_backend
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class Jobs:
             kind,
             spec,
             name=name,
-            resources=Resources(cpus=cpus, gpus=gpus, memory_mb=memory_mb),
+            resources=resources_of({"cpus": cpus, "gpus": gpus, "memory_mb": memory_mb}),
             timeout_s=timeout_s,
             max_retries=max_retries,
             executor=executor,

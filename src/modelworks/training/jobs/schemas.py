@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelworks.core.errors import InvalidInput
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Executor = Literal["local", "ray"]
@@ -19,6 +21,19 @@ class Resources(BaseModel):
     cpus: float = Field(default=1.0, gt=0, le=1024)
     gpus: float = Field(default=0.0, ge=0, le=64)
     memory_mb: int | None = Field(default=None, ge=1)
+
+
+def resources_of(value: Resources | dict[str, Any] | None) -> Resources:
+    """``value`` as Resources; InvalidInput naming the field when it does not fit."""
+    if isinstance(value, Resources):
+        return value
+    try:
+        return Resources.model_validate(value or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'resources'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"The job's resources are not valid: {problems}.") from None
 
 
 class JobSubmit(BaseModel):

@@ -17,6 +17,7 @@ stale heartbeat, cancelled) can never overwrite what happened since.
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import socket
 import subprocess
@@ -39,7 +40,7 @@ from modelworks.governance.access import authorize, require_project
 from modelworks.governance.models import Project
 from modelworks.training.jobs import kinds, ray_executor
 from modelworks.training.jobs.models import EXECUTORS, FINAL_STATUSES, JOB_STATUSES, Job
-from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources
+from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources, resources_of
 
 SYSTEM = Principal(username="system:jobs", via="system")
 STALE_AFTER_S = 60.0  # a running job without a heartbeat for this long lost its worker
@@ -185,8 +186,13 @@ class JobService:
 
         ``executor`` defaults to ``ray`` when MODELWORKS_RAY_ADDRESS is set, else ``local``.
         """
-        spec = dict(spec or {})
-        res = resources if isinstance(resources, Resources) else Resources(**(resources or {}))
+        if not isinstance(spec or {}, dict):
+            raise InvalidInput("A job's spec is a JSON object (a dict).")
+        try:
+            spec = json.loads(json.dumps(spec or {}, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"A job's spec must be plain JSON: {exc}.") from None
+        res = resources_of(resources)
         executor = executor or ("ray" if self.store.settings.ray_address else "local")
         if executor not in EXECUTORS:
             raise InvalidInput(f"Executor {executor!r} is not known; use local or ray.")

@@ -17,7 +17,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from modelworks.core.schemas import Page
-from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources
+from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources, resources_of
 from modelworks.transport import API, HttpClient, _seg
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class RemoteJobs:
         max_retries: int = 0,
         executor: str | None = None,
     ) -> JobOut:
-        res = resources if isinstance(resources, Resources) else Resources(**(resources or {}))
+        res = resources_of(resources)
         body = {
             "kind": kind,
             "spec": dict(spec or {}),
