@@ -243,8 +243,12 @@ def run_automl(
                 ok = [o for o in search.outcomes if o.status == "ok" and o.loss is not None]
                 best = min(ok, key=lambda o: o.loss or 0.0) if ok else None
                 if best is outcome and outcome.models:
+                    previous = best_models.get("trial")
+                    if previous is not None:
+                        previous.models = []  # only the best trial's fold models are kept
                     best_models["trial"] = outcome
-                outcome.models = [] if best is not outcome else outcome.models
+                elif best is not outcome:
+                    outcome.models = []
                 reserve = ENSEMBLE_FRACTION * time_budget + max(
                     MIN_RESERVE_FRACTION * time_budget, REFIT_SAFETY * search.refit_estimate()
                 )
