@@ -20,7 +20,7 @@ from modelworks.core.secrets_cli import secrets_app
 from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.tracking.cli import experiments_app, runs_app
-from modelworks.training.cli import notebook
+from modelworks.training.cli import automl, notebook, train
 from modelworks.training.jobs.cli import jobs_app
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ app.add_typer(data_app, rich_help_panel=DATA)
 app.add_typer(experiments_app, rich_help_panel=TRACKING)
 app.add_typer(runs_app, rich_help_panel=TRACKING)
 app.add_typer(jobs_app, rich_help_panel=TRAINING)
+app.command(rich_help_panel=TRAINING)(train)
+app.command(rich_help_panel=TRAINING)(automl)
 app.command(rich_help_panel=TRAINING)(notebook)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)
