@@ -59,6 +59,9 @@ def test_a_job_runs_on_ray_and_retries_there(ray_store: Store) -> None:
         time.sleep(0.5)
     text = svc.logs(me, job.id).text  # the second attempt's log, from Ray
     assert "step 2/2" in text and "attempt 2" in text
+    kept = svc.get(me, job.id).log_sha256  # Ray has seen it end: the log is kept
+    assert kept and ray_store.artifacts.get_bytes(kept).decode() == text
+    assert svc.logs(me, job.id).complete
 
 
 def test_a_ray_job_can_be_cancelled(ray_store: Store) -> None:

@@ -109,7 +109,10 @@ def stop(settings: Settings, sid: str) -> None:
 
 def status(settings: Settings, sid: str) -> tuple[str, str]:
     """(our status, Ray's message) of a submission."""
-    info = client(settings).get_job_info(sid)
+    try:
+        info = client(settings).get_job_info(sid)
+    except Exception as exc:
+        raise ServiceUnavailable(f"Cannot read the status of Ray job {sid}: {exc}") from None
     raw = str(getattr(info.status, "value", info.status))
     return RAY_STATUS.get(raw, "running"), str(info.message or "")
 

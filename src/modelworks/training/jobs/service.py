@@ -352,23 +352,46 @@ class JobService:
             job, _ = self._job(s, principal, job_id, Role.VIEWER, "Reading job logs")
             status, executor, sid = job.status, job.executor, job.external_id
             path, sha, finished = job.log_path, job.log_sha256, job.finished_at
+        if executor == "ray":
+            return self._ray_logs(job_id, status, sid, sha, offset, limit)
         # A local log is whole once its runner kept it in the artifact store (the worker
         # reports its end a moment before its process exits), or surely a while after.
-        settled = (
-            executor == "ray"
-            or bool(sha)
-            or (finished is not None and (utcnow() - finished).total_seconds() > LOG_SETTLE_S)
+        settled = bool(sha) or (
+            finished is not None and (utcnow() - finished).total_seconds() > LOG_SETTLE_S
         )
         data = b""
-        if executor == "ray" and sid:
-            data = ray_executor.logs(self.store.settings, sid).encode()
-        elif path and Path(path).is_file():
+        if path and Path(path).is_file():
             with open(path, "rb") as f:
                 f.seek(offset)
                 chunk, more = _cut(f.read(limit + 4), limit)
             return self._log_slice(job_id, status, offset, chunk, more, settled)
-        elif sha:
+        if sha:
             data = self.store.artifacts.get_bytes(sha)
+        chunk, more = _cut(data[offset : offset + limit + 4], limit)
+        return self._log_slice(job_id, status, offset, chunk, more, settled)
+
+    def _ray_logs(
+        self, job_id: str, status: str, sid: str | None, sha: str | None, offset: int, limit: int
+    ) -> JobLogs:
+        """A Ray job's log comes from Ray; once Ray too has seen it end, it is kept in the
+        artifact store (a cluster forgets its jobs) and read from there."""
+        settled = True
+        if sha:
+            data = self.store.artifacts.get_bytes(sha)
+        elif sid:
+            ended = status in FINAL_STATUSES and (
+                ray_executor.status(self.store.settings, sid)[0] in FINAL_STATUSES
+            )
+            data = ray_executor.logs(self.store.settings, sid).encode()
+            settled = ended
+            if ended:
+                info = self.store.artifacts.put_bytes(data)
+                with self.store.transaction() as s:
+                    job = s.get(Job, job_id)
+                    if job is not None and job.external_id == sid:
+                        job.log_sha256 = info.sha256
+        else:
+            data = b""  # cancelled before it ever reached Ray
         chunk, more = _cut(data[offset : offset + limit + 4], limit)
         return self._log_slice(job_id, status, offset, chunk, more, settled)
 
