@@ -75,3 +75,16 @@ def test_a_ray_job_can_be_cancelled(ray_store: Store) -> None:
         assert time.monotonic() < deadline, "Ray never stopped the job"
         time.sleep(0.5)
     assert svc.get(me, job.id).status == "cancelled"
+
+
+def test_ray_timeouts_and_jobs_that_die_on_the_cluster(ray_store: Store) -> None:
+    svc, me = JobService(ray_store), local_principal()
+    slow = svc.submit(me, "default", "sleep", {"seconds": 120, "steps": 1}, timeout_s=2)
+    doomed = svc.submit(me, "default", "sleep", {"seconds": 120, "steps": 1})
+    wait_until(lambda: svc.get(me, doomed.id), lambda j: j.status == "running", timeout=180)
+    # Stopped behind Modelworks' back: the worker dies without a word; Ray's status settles it.
+    ray_executor.client(ray_store.settings).stop_job(doomed.external_id)
+    dead = wait_until(lambda: svc.get(me, doomed.id), lambda j: j.done, timeout=60)
+    assert dead.status == "cancelled" and dead.error and "before it reported" in dead.error
+    late = wait_until(lambda: svc.get(me, slow.id), lambda j: j.done, timeout=180)
+    assert (late.status, late.error) == ("failed", "Timed out after 2 s.")
