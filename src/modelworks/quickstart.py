@@ -1,7 +1,7 @@
-"""``modelworks quickstart``: train a small model and track it with the SDK, as a user would.
+"""``modelworks quickstart``: AutoML on a small dataset, tracked with the SDK, as a user would.
 
 Everything runs locally on a dataset shipped with scikit-learn; nothing is downloaded.
-The tracking code below is deliberately plain SDK usage, so that it doubles as an example.
+The code below is deliberately plain SDK usage, so that it doubles as an example.
 """
 
 import json
@@ -13,9 +13,9 @@ from pydantic import BaseModel
 
 EXPERIMENT = "quickstart"
 DATASET = "breast-cancer"
-EPOCHS = 30
+TIME_BUDGET_S = 20.0
 SEED = 42
-RUN_NAME = "sgd-logreg"
+RUN_NAME = "automl"
 UI_URL = "http://127.0.0.1:8080"
 
 
@@ -29,6 +29,8 @@ class QuickstartResult(BaseModel):
     project: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    best_family: str
+    trials: int
     artifacts: list[str]
     mode: str  # embedded (the local store) or remote (a server, from MODELWORKS_URL)
     location: str  # MODELWORKS_HOME, or the server's URL
@@ -38,25 +40,12 @@ class QuickstartResult(BaseModel):
 
 
 def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
-    """Ingest the breast-cancer data as a dataset, train an SGD logistic-regression classifier
-    on the version read back from it, and track the run."""
-    import numpy as np
+    """Ingest the breast-cancer data as a dataset, hold out a fifth of it, let AutoML find
+    a model on the rest within the time budget, and score the winner on the held-out rows."""
     from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.metrics import (
-        accuracy_score,
-        classification_report,
-        confusion_matrix,
-        f1_score,
-        log_loss,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
+    from sklearn.metrics import classification_report, confusion_matrix
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
-    import modelworks as mw
     from modelworks.client import default_workspace
     from modelworks.core.config import get_settings
 
@@ -70,118 +59,71 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
         ws.datasets.ingest(str(csv_path), DATASET, message="modelworks quickstart")
     version = ws.datasets.get(f"{DATASET}@latest")
     frame = version.to_pandas()
-    features = frame.drop(columns=["target"]).to_numpy()
-    target = frame["target"].to_numpy()
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, target, test_size=0.2, stratify=target, random_state=SEED
+    train, test = train_test_split(
+        frame, test_size=0.2, stratify=frame["target"], random_state=SEED
     )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_train, y_train, test_size=0.25, stratify=y_train, random_state=SEED
-    )
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, x_val, x_test))
-    classes = np.unique(target)
+    train.attrs["modelworks.dataset"] = version.ref  # the rows come from this version
 
-    params: dict[str, Any] = {
-        "dataset": version.ref,
-        "model": "SGDClassifier",
-        "loss": "log_loss",
-        "alpha": 1e-3,
-        "epochs": EPOCHS,
-        "scaler": "StandardScaler",
-        "train_rows": len(y_train),
-        "val_rows": len(y_val),
-        "test_rows": len(y_test),
-        "seed": SEED,
+    found = ws.automl.fit(
+        train,
+        target="target",
+        time_budget=TIME_BUDGET_S,
+        seed=SEED,
+        experiment=EXPERIMENT,
+        run_name=RUN_NAME,
+        test_data=test,
+        progress=show_progress,
+    )
+    final = {
+        name: found.test_metrics[f"test_{key}"]
+        for name, key in (
+            ("accuracy", "accuracy"),
+            ("f1", "f1_macro"),
+            ("roc_auc", "roc_auc"),
+            ("precision", "precision"),
+            ("recall", "recall"),
+        )
     }
-    model = SGDClassifier(loss="log_loss", alpha=params["alpha"], random_state=SEED)
-    rng = np.random.default_rng(SEED)
 
-    with mw.start_run(experiment=EXPERIMENT, name=RUN_NAME) as run:
-        run.set_tags({"source": "modelworks quickstart", "task": "binary-classification"})
-        run.log_params(params)
+    # A confusion matrix and a classification report next to the model, in the same run.
+    names = [str(n) for n in data.target_names]
+    predicted = found.predict(test)
+    matrix = confusion_matrix(test["target"], predicted, labels=[0, 1])
+    lines = ["actual\\predicted," + ",".join(names)]
+    lines += [f"{names[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(matrix)]
+    report = classification_report(test["target"], predicted, target_names=names, output_dict=True)
+    ws.tracking.log_artifact(
+        found.run_id, "confusion_matrix.csv", ("\n".join(lines) + "\n").encode()
+    )
+    ws.tracking.log_artifact(
+        found.run_id, "report.json", json.dumps(report, default=float, indent=2).encode()
+    )
 
-        with _progress(show_progress) as progress:
-            task = progress.add_task("Training", total=EPOCHS)
-            for epoch in range(1, EPOCHS + 1):
-                order = rng.permutation(len(y_train))
-                model.partial_fit(x_train[order], y_train[order], classes=classes)
-                run.log_metrics(
-                    {
-                        "train_loss": log_loss(y_train, model.predict_proba(x_train)),
-                        "val_loss": log_loss(y_val, model.predict_proba(x_val)),
-                        "val_accuracy": accuracy_score(y_val, model.predict(x_val)),
-                    },
-                    step=epoch,
-                )
-                progress.update(task, advance=1)
-
-        predicted = model.predict(x_test)
-        scores = model.predict_proba(x_test)[:, 1]
-        final = {
-            "accuracy": float(accuracy_score(y_test, predicted)),
-            "f1": float(f1_score(y_test, predicted)),
-            "roc_auc": float(roc_auc_score(y_test, scores)),
-            "precision": float(precision_score(y_test, predicted)),
-            "recall": float(recall_score(y_test, predicted)),
-        }
-        for key, value in final.items():
-            run.log_metric(key, value, step=EPOCHS)
-
-        names = [str(n) for n in data.target_names]
-        matrix = confusion_matrix(y_test, predicted, labels=classes)
-        with tempfile.TemporaryDirectory() as tmp:
-            csv_path = Path(tmp) / "confusion_matrix.csv"
-            lines = ["actual\\predicted," + ",".join(names)]
-            lines += [
-                f"{names[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(matrix)
-            ]
-            csv_path.write_text("\n".join(lines) + "\n")
-            run.log_artifact(str(csv_path))
-        report = classification_report(y_test, predicted, target_names=names, output_dict=True)
-        run.log_dict(json.loads(json.dumps(report, default=float)), "report.json")
-        run_id = run.id
-        workspace = run.workspace
-
-    mode = workspace.mode if workspace is not None else "embedded"
+    mode = ws.mode
     described = get_settings().describe()
     embedded = mode == "embedded"
     return QuickstartResult(
-        run_id=run_id,
+        run_id=found.run_id,
         run_name=RUN_NAME,
         dataset=version.ref,
         experiment=EXPERIMENT,
-        project="default",
-        params=params,
+        project=ws.project,
+        params={"time_budget": TIME_BUDGET_S, "seed": SEED, "test_rows": len(test)},
         metrics=final,
-        artifacts=["confusion_matrix.csv", "report.json"],
+        best_family=found.best.family,
+        trials=len(found.leaderboard),
+        artifacts=[
+            "model/",
+            "leaderboard.csv",
+            "leaderboard.json",
+            "confusion_matrix.csv",
+            "report.json",
+        ],
         mode=mode,
-        location=workspace.location if workspace is not None else described["home"],
+        location=ws.location,
         database_url=described["database_url"] if embedded else None,
         artifact_url=described["artifact_url"] if embedded else None,
-        ui_url=UI_URL if embedded or workspace is None else workspace.location,
-    )
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from modelworks.cli.output import err_console
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("epochs"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=not enabled,
+        ui_url=UI_URL if embedded else ws.location,
     )
 
 
@@ -199,6 +141,7 @@ def print_summary(result: QuickstartResult) -> None:
     table.add_row("Dataset", escape(result.dataset))
     table.add_row("Run", f"{result.run_id} ({escape(result.run_name)})")
     table.add_row("Experiment", f"{escape(result.experiment)} in project {result.project}")
+    table.add_row("Best model", f"{escape(result.best_family)} (of {result.trials} trials)")
     for key, value in result.metrics.items():
         table.add_row(key, fmt(value))
     table.add_row("Artifacts", ", ".join(result.artifacts))
@@ -208,7 +151,7 @@ def print_summary(result: QuickstartResult) -> None:
         table.add_row("Artifact store", escape(str(result.artifact_url)))
     else:
         table.add_row("Server", escape(result.location))
-    console.print(Panel(table, title="Tracked a quickstart run", title_align="left", expand=False))
+    console.print(Panel(table, title="AutoML found a model", title_align="left", expand=False))
     if result.mode != "embedded":
         console.print(f"\nSee it in the web UI: {result.ui_url}", soft_wrap=True, highlight=False)
         return
@@ -216,8 +159,11 @@ def print_summary(result: QuickstartResult) -> None:
         "\n[bold]Next[/bold]\n"
         f"  modelworks data show {result.dataset}\n"
         f"  modelworks runs show {result.run_id}\n"
-        f"  modelworks runs metrics {result.run_id} --key val_accuracy\n"
-        f"  modelworks runs list {result.experiment} --order-by 'metrics.accuracy DESC'\n"
+        f"  modelworks runs list {result.experiment} --order-by 'metrics.roc_auc DESC'"
+        "   (every AutoML trial is a run)\n"
+        f"  modelworks automl {result.dataset} --target target --time-budget 60\n"
+        f'  python -c "import modelworks as mw; '
+        f"print(mw.load_model(None, '{result.run_id}'))\"\n"
         "\n[bold]Open the web UI[/bold]\n"
         "  modelworks server\n"
         f"  then browse to {result.ui_url}. On its first start the server creates the site "

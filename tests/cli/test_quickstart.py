@@ -20,7 +20,9 @@ runner = CliRunner()
 FINAL_METRICS = {"accuracy", "f1", "roc_auc", "precision", "recall"}
 
 
-def test_quickstart_tracks_a_run(store: Store, _isolated_home: Path) -> None:
+def test_quickstart_finds_a_model_with_automl_and_tracks_it(
+    store: Store, _isolated_home: Path
+) -> None:
     result = runner.invoke(app, ["quickstart", "--json"])
     assert result.exit_code == 0, (result.output, result.exception)
     summary = json.loads(result.stdout)
@@ -33,21 +35,31 @@ def test_quickstart_tracks_a_run(store: Store, _isolated_home: Path) -> None:
     me = local_principal()
     run = svc.get_run(me, summary["run_id"])
     assert run.status == "FINISHED" and run.experiment_name == "quickstart"
-    assert FINAL_METRICS | {"train_loss", "val_loss", "val_accuracy"} <= set(run.metrics)
-    assert run.metrics["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
-    assert run.params["model"] == "SGDClassifier" and run.params["epochs"] == "30"
-    # The data went through the data layer: a versioned dataset, read back for training.
+    assert run.tags["mw.automl.best_family"] == summary["best_family"]
+    assert run.metrics["test_accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+    assert run.metrics["test_roc_auc"] == pytest.approx(summary["metrics"]["roc_auc"])
+    assert run.params["time_budget"] == "20.0" and run.params["dataset"] == "breast-cancer@1"
+    # Every AutoML trial is a child run of the search.
+    children = [
+        r
+        for r in svc.search_runs(me, "default", experiments=["quickstart"], max_results=1000).items
+        if r.parent_run_id == run.id
+    ]
+    assert len(children) == summary["trials"] >= 2
+    # The data went through the data layer: a versioned dataset, read back for training,
+    # and the run shows in its lineage.
     from modelworks.data.service import DataService
 
-    assert summary["dataset"] == "breast-cancer@1" and run.params["dataset"] == "breast-cancer@1"
-    version = DataService(store).get_version(local_principal(), "default", "breast-cancer@1")
+    data = DataService(store)
+    assert summary["dataset"] == "breast-cancer@1"
+    version = data.get_version(me, "default", "breast-cancer@1")
     assert version.row_count == 569 and len(version.columns) == 31
     assert version.source["kind"] == "csv" and version.profile is not None
-    history = svc.metric_history(me, run.id, "val_accuracy")
-    assert [p.step for p in history] == list(range(1, 31))
+    lineage = data.lineage(me, "default", "breast-cancer@1", direction="down")
+    assert ("run", run.id) in {(e.child.type, e.child.id) for e in lineage.edges}
 
     paths = {a.path for a in svc.list_artifacts(me, run.id)}
-    assert paths == {"confusion_matrix.csv", "report.json"}
+    assert {"confusion_matrix.csv", "report.json", "leaderboard.csv", "model/model.yaml"} <= paths
     rows = list(
         csv.reader(io.StringIO(svc.read_artifact(me, run.id, "confusion_matrix.csv").decode()))
     )
@@ -61,7 +73,7 @@ def test_quickstart_tells_what_to_do_next() -> None:
     result = runner.invoke(app, ["quickstart"])
     assert result.exit_code == 0, (result.output, result.exception)
     out = " ".join(result.stdout.split())
-    assert "Tracked a quickstart run" in out
+    assert "AutoML found a model" in out
     assert "modelworks server" in out and "http://127.0.0.1:8080" in out
     assert "MODELWORKS_ADMIN_PASSWORD" in out
     assert "roc_auc" in out
@@ -69,4 +81,5 @@ def test_quickstart_tells_what_to_do_next() -> None:
     again = runner.invoke(app, ["quickstart", "--json"])
     assert again.exit_code == 0, again.output
     listed = runner.invoke(app, ["runs", "list", "quickstart", "--json"])
-    assert len(json.loads(listed.stdout)["items"]) == 2
+    searches = [r for r in json.loads(listed.stdout)["items"] if r["parent_run_id"] is None]
+    assert len(searches) == 2

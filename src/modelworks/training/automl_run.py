@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -44,6 +44,7 @@ class AutoMLRun:
     dataset: str | None
     result: AutoMLResult
     elapsed_seconds: float
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def model(self) -> Any:
@@ -170,11 +171,13 @@ def fit_automl(
     run_name: str | None = None,
     ray_address: str | None = None,
     max_trials: int | None = None,
+    test_data: str | DatasetVersion | pd.DataFrame | None = None,
     progress: bool = False,
 ) -> AutoMLRun:
     """Run AutoML on a dataset version and track it; see :class:`AutoMLRun`.
 
-    ``time_budget`` bounds the whole call, packaging included (seconds, wall clock).
+    ``time_budget`` bounds the search and packaging (seconds, wall clock). ``test_data``
+    (rows the search never saw) scores the winner: ``test_*`` metrics on the parent run.
     """
     from modelworks.training.autolog import log_model
     from modelworks.training.automl.engine import run_automl
@@ -231,19 +234,51 @@ def fit_automl(
         finally:
             trials.close()
         _log_outcome(run, result, trials.errors)
+        test_metrics = _score_test(ws, run, result, target, test_data)
         log_model(
             run,
             result.model,
             MODEL_ARTIFACT,
             input_example=frame[result.feature_columns].head(5),
             task=result.task,
-            metrics={f"val_{result.metric}": result.best.score} if result.best.score else None,
+            metrics={
+                **({f"val_{result.metric}": result.best.score} if result.best.score else {}),
+                **test_metrics,
+            },
             params={"family": result.best.family, **_flat(result.best.params)},
             lineage={"dataset": ref} if ref else None,
         )
     return AutoMLRun(
-        run_id=run.id, dataset=ref, result=result, elapsed_seconds=time.monotonic() - started
+        run_id=run.id,
+        dataset=ref,
+        result=result,
+        elapsed_seconds=time.monotonic() - started,
+        test_metrics=test_metrics,
     )
+
+
+def _score_test(
+    ws: Workspace,
+    run: ActiveRun,
+    result: AutoMLResult,
+    target: str,
+    test_data: str | DatasetVersion | pd.DataFrame | None,
+) -> dict[str, float]:
+    from modelworks.training.trainer import holdout_metrics, load_frame
+
+    if test_data is None:
+        return {}
+    frame, ref = load_frame(ws, test_data)
+    if target not in frame.columns:
+        raise InvalidInput(f"test_data has no target column {target!r}.")
+    frame = frame[frame[target].notna()]
+    scores = holdout_metrics(
+        result.model, frame[result.feature_columns], frame[target], result.task
+    )
+    run.log_metrics(scores)
+    if ref:
+        run.log_input(ref, relation="evaluated_on")
+    return scores
 
 
 def _log_outcome(run: ActiveRun, result: AutoMLResult, errors: list[str]) -> None:

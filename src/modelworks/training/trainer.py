@@ -125,7 +125,10 @@ def holdout_metrics(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dic
         if set(pd.unique(y)) <= set(classes):
             out["test_log_loss"] = float(m.log_loss(y, proba, labels=classes))
             if len(classes) == 2:
-                out["test_roc_auc"] = float(m.roc_auc_score(y == classes[1], proba[:, 1]))
+                positive = y == classes[1]
+                out["test_roc_auc"] = float(m.roc_auc_score(positive, proba[:, 1]))
+                out["test_precision"] = float(m.precision_score(positive, pred == classes[1]))
+                out["test_recall"] = float(m.recall_score(positive, pred == classes[1]))
             elif y.nunique() == len(classes):
                 out["test_roc_auc"] = float(
                     m.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
