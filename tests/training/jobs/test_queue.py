@@ -370,3 +370,17 @@ def test_fractional_gpus_share_a_device(store: Store, monkeypatch: Any) -> None:
     assert runner._assign_gpus(0.5) == {"0": 0.5}
     assert runner._assign_gpus(2) == {"0": 1.0, "1": 1.0}
     assert runner._assign_gpus(3) is None
+
+
+def test_a_draining_runner_exits_when_what_is_queued_does_not_fit(
+    store: Store, svc: JobService, me: Principal
+) -> None:
+    from modelworks.training.jobs.runner import JobRunner
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs a machine with 2 cores")
+    job = svc.submit(me, "default", "sleep", {"seconds": 0}, resources={"cpus": 2})
+    started = time.monotonic()
+    JobRunner(store, max_cpus=1).run(idle_exit_s=0.3)  # like `modelworks jobs worker --cpus 1`
+    assert time.monotonic() - started < 5
+    assert svc.get(me, job.id).status == "queued"

@@ -98,6 +98,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_housekeeping = 0.0
+        self.started = 0  # attempts started by this runner
 
     # ---- lifecycle -------------------------------------------------------------------------
     def run(self, *, forever: bool = False, idle_exit_s: float = IDLE_EXIT_S) -> None:
@@ -108,13 +109,14 @@ class JobRunner:
             if not self._acquire(wait=forever):
                 return
             try:
-                self._loop(forever=forever, idle_exit_s=idle_exit_s)
+                started = self._loop(forever=forever, idle_exit_s=idle_exit_s)
             finally:
                 self._shutdown_children()
                 self._release()
             # A job submitted while we were letting go saw the lock still held and started
-            # no runner: look once more after releasing it.
-            if forever or self._stop.is_set() or not self.svc.has_queued_local():
+            # no runner: look once more after releasing it. (A round that started nothing
+            # means what is queued does not fit this runner: stop there.)
+            if forever or self._stop.is_set() or not started or not self.svc.has_queued_local():
                 return
 
     def start(self) -> JobRunner:
@@ -148,15 +150,23 @@ class JobRunner:
         if self._lock is not None and self._lock.is_locked:
             self._lock.release()
 
-    def _loop(self, *, forever: bool, idle_exit_s: float) -> None:
+    def _loop(self, *, forever: bool, idle_exit_s: float) -> int:
+        """Tick until stopped or idle; returns how many attempts it started."""
         idle_since = time.monotonic()
+        before = self.started
         while not self._stop.is_set():
-            busy = self.tick()
+            try:
+                busy = self.tick()
+            except Exception as exc:  # the database is away for a moment: keep trying
+                print(f"modelworks: job runner: {exc}", file=sys.stderr, flush=True)
+                self._stop.wait(min(5.0, self.poll_s * 10))
+                continue
             if busy:
                 idle_since = time.monotonic()
             elif not forever and time.monotonic() - idle_since >= idle_exit_s:
-                return
+                break
             self._stop.wait(self.poll_s)
+        return self.started - before
 
     # ---- one pass ------------------------------------------------------------------------
     def tick(self) -> bool:
@@ -227,6 +237,7 @@ class JobRunner:
             self.svc.finish(job.id, job.attempt, "failed", error=f"Cannot start a worker: {exc}")
             return True
         self._children[job.id] = _Child(job, proc, log, log_path, gpus=gpus)
+        self.started += 1
         self.svc.set_process(job.id, job.attempt, str(proc.pid), str(log_path))
         return True
 
