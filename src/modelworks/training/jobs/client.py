@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelworks.core.errors import ModelworksError
+from modelworks.core.schemas import Page
 from modelworks.training.jobs.schemas import JobOut, resources_of
 from modelworks.training.jobs.transport import JobsBackend, jobs_backend
 
@@ -95,8 +96,22 @@ class Jobs:
             status=status, kind=kind, max_results=max_results, page_token=page_token
         ).items
 
-    def list_page(self, **kwargs: Any) -> Any:
-        return self.backend.list(self._ws.project, **kwargs)
+    def list_page(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page[JobOut]:
+        """One page of the project's jobs, with the ``next_page_token`` of the next."""
+        return self.backend.list(
+            self._ws.project,
+            status=status,
+            kind=kind,
+            max_results=max_results,
+            page_token=page_token,
+        )
 
     def cancel(self, job: JobRef) -> JobOut:
         return self.backend.cancel(_job_id(job))
