@@ -56,7 +56,7 @@ from modelworks.training.automl.trials import TrialOutcome
 
 MIN_RESERVE_FRACTION = 0.05
 ENSEMBLE_FRACTION = 0.04  # of the budget, kept for ensemble selection
-REFIT_SAFETY = 1.3
+REFIT_SAFETY = 1.2
 ENSEMBLE_CANDIDATES = 15
 ENSEMBLE_ROUNDS = 20
 OVERRUN_ALLOWED = 0.05  # fraction of the budget the refit may run past it
@@ -279,7 +279,10 @@ def run_automl(
                     f"({len(results)} tried: {errors or 'none started'}). Give a larger "
                     "time_budget, or check the data."
                 )
-            members, weights, ensemble = _select(ok, data, scorer, search.next_number)
+            hard_end = budget_end + OVERRUN_ALLOWED * time_budget
+            members, weights, ensemble = _select(
+                ok, data, scorer, search.next_number, hard_end - time.time()
+            )
             model, fallback_note = _refit(
                 members,
                 weights,
@@ -326,38 +329,49 @@ def run_automl(
 
 
 def _select(
-    ok: list[TrialOutcome], data: PreparedData, scorer: Metric, number: int
+    ok: list[TrialOutcome], data: PreparedData, scorer: Metric, number: int, time_left: float
 ) -> tuple[list[TrialOutcome], list[float], TrialResult | None]:
-    """The ensemble's members and weights when it beats the best single model, else the best."""
-    candidates = ok[:ENSEMBLE_CANDIDATES]
-    best = candidates[0]
-    if len(candidates) < 2:
-        return [best], [1.0], None
+    """The ensemble's members and weights when it beats the best single model, else the best.
+
+    Members must be refittable in ``time_left``: while the chosen ensemble would take
+    longer, its slowest member (never the best single model) leaves the pool and the
+    selection runs again.
+    """
+    pool = ok[:ENSEMBLE_CANDIDATES]
+    best = pool[0]
     start = time.perf_counter()
     y_val = data.y[data.validated_rows]
-    preds = [c.predictions for c in candidates if c.predictions is not None]
-    weights, loss = caruana_selection(
-        preds, lambda p: scorer.loss(y_val, p), rounds=ENSEMBLE_ROUNDS
-    )
-    chosen = [i for i in np.argsort(-weights, kind="stable") if weights[i] > 0]
-    if len(chosen) < 2 or best.loss is None or loss >= best.loss - 1e-9 * abs(best.loss):
-        return [best], [1.0], None
-    members = [candidates[i] for i in chosen]
-    member_weights = [float(weights[i]) for i in chosen]
-    result = TrialResult(
-        number=number,
-        family="ensemble",
-        params={
-            "members": [
-                {"trial": m.number, "family": m.family, "weight": round(w, 4)}
-                for m, w in zip(members, member_weights, strict=True)
-            ]
-        },
-        score=scorer.from_loss(loss),
-        fit_seconds=round(time.perf_counter() - start, 4),
-        status="ok",
-    )
-    return members, member_weights, result
+    while len(pool) >= 2 and best.loss is not None:
+        preds = [c.predictions for c in pool if c.predictions is not None]
+        weights, loss = caruana_selection(
+            preds, lambda p: scorer.loss(y_val, p), rounds=ENSEMBLE_ROUNDS
+        )
+        chosen = [i for i in np.argsort(-weights, kind="stable") if weights[i] > 0]
+        if len(chosen) < 2 or loss >= best.loss - 1e-9 * abs(best.loss):
+            break
+        members = [pool[i] for i in chosen]
+        if REFIT_SAFETY * _refit_seconds(members, data) > time_left:
+            slowest = max(
+                (m for m in members if m is not best), key=lambda m: _refit_seconds([m], data)
+            )
+            pool = [c for c in pool if c is not slowest]
+            continue
+        member_weights = [float(weights[i]) for i in chosen]
+        result = TrialResult(
+            number=number,
+            family="ensemble",
+            params={
+                "members": [
+                    {"trial": m.number, "family": m.family, "weight": round(w, 4)}
+                    for m, w in zip(members, member_weights, strict=True)
+                ]
+            },
+            score=scorer.from_loss(loss),
+            fit_seconds=round(time.perf_counter() - start, 4),
+            status="ok",
+        )
+        return members, member_weights, result
+    return [best], [1.0], None
 
 
 def _refit(

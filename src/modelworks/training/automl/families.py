@@ -22,8 +22,8 @@ import optuna
 from modelworks.training.automl.mlp import TorchMLPClassifier, TorchMLPRegressor, torch_available
 from modelworks.training.automl.preprocessing import PreprocessingKind
 
-MAX_ROUNDS = 3000
-EARLY_STOPPING_ROUNDS = 50
+MAX_ROUNDS = 1000
+EARLY_STOPPING_ROUNDS = 30
 REFIT_ROUNDS_SCALE = 1.1
 FOREST_CHUNK = 50
 SMALL_DATA_CELLS = 1_000_000
@@ -54,7 +54,7 @@ def _min_leaf_high(shape: Shape) -> int:
 
 def _lgbm_space(t: optuna.Trial, s: Shape) -> dict[str, Any]:
     return {
-        "learning_rate": t.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "learning_rate": t.suggest_float("learning_rate", 0.02, 0.3, log=True),
         "num_leaves": t.suggest_int("num_leaves", 4, 256, log=True),
         "min_child_samples": t.suggest_int("min_child_samples", 2, _min_leaf_high(s), log=True),
         "colsample_bytree": t.suggest_float("colsample_bytree", 0.3, 1.0),
@@ -68,7 +68,7 @@ def _lgbm_defaults(s: Shape) -> list[dict[str, Any]]:
     high = _min_leaf_high(s)
     return [
         {
-            "learning_rate": 0.05,
+            "learning_rate": 0.1,
             "num_leaves": 31,
             "min_child_samples": min(20, high),
             "colsample_bytree": 0.8,
@@ -77,7 +77,7 @@ def _lgbm_defaults(s: Shape) -> list[dict[str, Any]]:
             "reg_lambda": 1e-3,
         },
         {
-            "learning_rate": 0.03,
+            "learning_rate": 0.05,
             "num_leaves": 8,
             "min_child_samples": min(5, high),
             "colsample_bytree": 0.5,
@@ -90,7 +90,7 @@ def _lgbm_defaults(s: Shape) -> list[dict[str, Any]]:
 
 def _xgb_space(t: optuna.Trial, s: Shape) -> dict[str, Any]:
     return {
-        "learning_rate": t.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "learning_rate": t.suggest_float("learning_rate", 0.02, 0.3, log=True),
         "max_depth": t.suggest_int("max_depth", 2, 10),
         "min_child_weight": t.suggest_float("min_child_weight", 0.1, 20.0, log=True),
         "subsample": t.suggest_float("subsample", 0.5, 1.0),
@@ -103,7 +103,7 @@ def _xgb_space(t: optuna.Trial, s: Shape) -> dict[str, Any]:
 def _xgb_defaults(s: Shape) -> list[dict[str, Any]]:
     return [
         {
-            "learning_rate": 0.05,
+            "learning_rate": 0.1,
             "max_depth": 6,
             "min_child_weight": 1.0,
             "subsample": 0.8,
@@ -112,7 +112,7 @@ def _xgb_defaults(s: Shape) -> list[dict[str, Any]]:
             "reg_lambda": 1.0,
         },
         {
-            "learning_rate": 0.03,
+            "learning_rate": 0.05,
             "max_depth": 3,
             "min_child_weight": 1.0,
             "subsample": 0.9,
@@ -125,7 +125,7 @@ def _xgb_defaults(s: Shape) -> list[dict[str, Any]]:
 
 def _hgb_space(t: optuna.Trial, s: Shape) -> dict[str, Any]:
     return {
-        "learning_rate": t.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "learning_rate": t.suggest_float("learning_rate", 0.02, 0.3, log=True),
         "max_leaf_nodes": t.suggest_int("max_leaf_nodes", 4, 128, log=True),
         "min_samples_leaf": t.suggest_int("min_samples_leaf", 2, _min_leaf_high(s), log=True),
         "l2_regularization": t.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
@@ -136,7 +136,7 @@ def _hgb_space(t: optuna.Trial, s: Shape) -> dict[str, Any]:
 def _hgb_defaults(s: Shape) -> list[dict[str, Any]]:
     return [
         {
-            "learning_rate": 0.06,
+            "learning_rate": 0.1,
             "max_leaf_nodes": 31,
             "min_samples_leaf": min(20, _min_leaf_high(s)),
             "l2_regularization": 1e-3,

@@ -43,6 +43,7 @@ class FamilyState:
     started: int = 0
     failures: int = 0
     stalled: int = 0  # trials since the family last improved its best loss
+    finished_seconds: list[float] = field(default_factory=list)  # of trials not pruned
 
     @property
     def best(self) -> float:
@@ -106,7 +107,7 @@ class Search:
         ok = sorted((o for o in self.outcomes if o.status == "ok"), key=lambda o: o.loss or 0.0)
         scale = self.data.n_rows / max(1, len(self.data.folds[0][0]))
         total = sum(self.data.preprocess_seconds.values()) * scale
-        for o in ok[:5]:
+        for o in ok[:3]:
             total += float(np.mean(o.stage_seconds)) * scale
         return total
 
@@ -130,7 +131,7 @@ class Search:
             ]
             unit = float(np.median(measured)) if (self.adaptive and measured) else 1.0
             return state.family.prior_cost * unit
-        return float(np.median(state.seconds))
+        return float(np.median(state.finished_seconds or state.seconds))
 
     def _choose(self) -> str | None:
         live = [s for s in self.states.values() if not s.exhausted]
@@ -208,6 +209,7 @@ class Search:
         if outcome.status == "ok" and outcome.loss is not None:
             state.study.tell(trial, outcome.loss)
             state.losses.append(outcome.loss)
+            state.finished_seconds.append(outcome.fit_seconds)
         elif outcome.status == "pruned":
             state.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
