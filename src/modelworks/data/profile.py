@@ -1,25 +1,32 @@
-"""Profiles of dataset versions: per-column statistics computed by DuckDB in two scans.
+"""Profiles of dataset versions: per-column statistics computed by DuckDB in one full scan.
 
 Speed is the point (a profile is computed on every ingest), so the work is laid out around
 scans of the Parquet parts, not around columns:
 
-1. One ungrouped ``SELECT`` computes every scalar statistic of every column: counts, distinct
-   counts, min/max, mean/std, approximate quantiles (one t-digest per column for all seven
-   quantiles) and ``approx_top_k`` candidates for string columns.
-2. One more ``SELECT`` computes what needs the first scan's answers: equal-width histograms
-   (``histogram(x, bounds)`` with bounds from the observed min/max) and exact value counts:
-   of every value for low-cardinality strings and numbers, and of the candidates for strings
-   with many distinct values (``histogram(CASE WHEN x IN (...) THEN x END)``, so a column of
-   ids never builds a hash table of every value).
+0. Min and max of every column but booleans, which DuckDB answers from the Parquet footers
+   without reading the data (float columns are read, narrowly, to count NaN, which footers
+   leave out). Knowing the extremes first is what lets one scan do the rest.
+1. One ungrouped ``SELECT`` computes every other scalar statistic of every column: counts,
+   distinct counts, mean/std, approximate quantiles (one t-digest per column for all seven
+   quantiles), equal-width histograms (``histogram(x, bounds)`` with bounds from step 0)
+   and ``approx_top_k`` candidates for string columns.
+2. One more ``SELECT``, over only the columns that need it, counts values exactly: every
+   value of low-cardinality strings and numbers, and the candidates of strings with many
+   distinct values (``histogram(CASE WHEN x IN (...) THEN x END)``, so a column of ids never
+   builds a hash table of every value).
 
 Top values are exact counts. They are the true top ten whenever a column has few distinct
 values; for many distinct values they are the heavy hitters ``approx_top_k`` finds. Values seen
 once are never listed for a column with more than ten distinct values (any of them would do),
 and a column of nearly unique values (ids, hashes, free text) is not read a second time at
 all. Boolean top values come straight from scan 1 (``count_if``). Small data (up to
-``EXACT_DISTINCT_ROWS`` rows) gets exact distinct counts; larger data HyperLogLog estimates and
-top-value candidates from a random sample, so on large data which near-tied values make the
-list can vary between runs, but every count shown is exact.
+``EXACT_DISTINCT_ROWS`` rows) gets exact distinct counts and quantile digests of every row.
+Larger data gets HyperLogLog distinct estimates, and its quantiles and top-value candidates
+come from a sample of about ``EXACT_DISTINCT_ROWS`` rows (those whose position in their part
+hashes below the sampling share: the same rows every time), which keeps the cost of both
+nearly flat however large the data; near-tied values may still swap places in the top-value
+list, but every count shown is exact. Counts, nulls, min/max, mean/std and histograms always
+come from every row.
 
 A float column holding NaN or infinity (its min or max says so) costs one more, narrow scan
 for its finite range: its histogram spans and counts only the finite values.
