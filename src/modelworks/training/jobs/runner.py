@@ -171,8 +171,9 @@ class JobRunner:
     # ---- one pass ------------------------------------------------------------------------
     def tick(self) -> bool:
         """Check running children, do housekeeping, start what fits. True if busy."""
+        states = self.svc.job_states(self._children) if self._children else {}
         for child in list(self._children.values()):
-            self._check(child)
+            self._check(child, states.get(child.job.id))
         now = time.monotonic()
         if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
             self._last_housekeeping = now
@@ -258,12 +259,11 @@ class JobRunner:
         whole = math.ceil(need - 1e-9)
         return dict.fromkeys(free[:whole], 1.0) if len(free) >= whole else None
 
-    def _check(self, child: _Child) -> None:
+    def _check(self, child: _Child, state: tuple[str, int, bool] | None) -> None:
         rc = child.proc.poll()
         if rc is not None:
             self._ended(child, rc)
             return
-        state = self.svc.job_state(child.job.id)
         if state is None or state[1] != child.job.attempt or state[0] in FINAL_STATUSES:
             self._kill(child)  # ended elsewhere (recovered, timed out): stop this copy
             return

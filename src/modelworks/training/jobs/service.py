@@ -22,7 +22,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -644,15 +644,16 @@ class JobService:
                 out.append(done)
         return out
 
-    def running_jobs(self, worker: str) -> dict[str, tuple[int, bool, str]]:
-        """This worker's running jobs: id -> (attempt, cancel requested, status)."""
+    def job_states(self, job_ids: Iterable[str]) -> dict[str, tuple[str, int, bool]]:
+        """id -> (status, attempt, cancel requested), in one read (the runner's checks)."""
+        ids = builtins.list(job_ids)
+        if not ids:
+            return {}
         with self.store.read() as s:
             rows = s.execute(
-                select(Job.id, Job.attempt, Job.cancel_requested, Job.status).where(
-                    Job.worker == worker
-                )
+                select(Job.id, Job.status, Job.attempt, Job.cancel_requested).where(Job.id.in_(ids))
             ).all()
-        return {r[0]: (int(r[1]), bool(r[2]), str(r[3])) for r in rows}
+        return {str(r[0]): (str(r[1]), int(r[2]), bool(r[3])) for r in rows}
 
     def job_state(self, job_id: str) -> tuple[str, int, bool] | None:
         """(status, attempt, cancel requested) of a job, for the runner's checks."""
