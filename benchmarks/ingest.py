@@ -195,8 +195,13 @@ def run_side(side: str, csv: Path, work: Path) -> dict[str, Any]:
 
 
 def median_of(side: str, csv: Path, work: Path, repeat: int) -> dict[str, Any]:
-    runs = [run_side(side, csv, work) for _ in range(repeat)]
-    best = dict(runs[0])
+    return summarise([run_side(side, csv, work) for _ in range(repeat)])
+
+
+def summarise(runs: list[dict[str, Any]], *, last: bool = False) -> dict[str, Any]:
+    """Medians of the times, the highest peak memory; other fields from the first run (the
+    last with ``last``: the Modelworks store the profile side reads is the last run's)."""
+    best = dict(runs[-1] if last else runs[0])
     best["seconds"] = statistics.median(r["seconds"] for r in runs)
     best["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in runs)
     best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
@@ -231,23 +236,18 @@ def main() -> None:
 
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
-    for side in ("duckdb", "modelworks"):
-        print(f"{side} ...", flush=True)
-        if side == "modelworks":
-            shutil.rmtree(work / "mwhome", ignore_errors=True)
-            runs = []
-            for _ in range(args.repeat):
+    # The two ingest sides take turns (duckdb, modelworks, duckdb, ...) rather than running
+    # in blocks, so that a change in other load on a shared machine falls on both alike.
+    runs: dict[str, list[dict[str, Any]]] = {"duckdb": [], "modelworks": []}
+    for i in range(args.repeat):
+        for side in ("duckdb", "modelworks"):
+            print(f"{side} run {i + 1} ...", flush=True)
+            if side == "modelworks":
                 shutil.rmtree(work / "mwhome", ignore_errors=True)
-                runs.append(run_side(side, csv, work))
-            res = dict(runs[-1])
-            res["seconds"] = statistics.median(r["seconds"] for r in runs)
-            res["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in runs)
-            res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-            res["all_seconds"] = [round(r["seconds"], 2) for r in runs]
-            results[side] = res
-        else:
-            results[side] = median_of(side, csv, work, args.repeat)
-        print(f"  {results[side]}")
+            runs[side].append(run_side(side, csv, work))
+            print(f"  {runs[side][-1]}")
+    for side, side_runs in runs.items():
+        results[side] = summarise(side_runs, last=side == "modelworks")
     if not args.skip_pandas:
         print("pandas ...", flush=True)
         results["pandas"] = median_of("pandas", csv, work, 1)
