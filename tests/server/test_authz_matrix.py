@@ -438,6 +438,7 @@ def _ui_request(w: World, path: str) -> Request:
         "dataset": _dataset(w),
         "version": "1",
         "ref": f"{_dataset(w)}@1",
+        "job_id": _fresh_job(w),
     }
 
     def fill(m: re.Match[str]) -> str:

@@ -39,6 +39,7 @@ from modelworks.data.service import DataService
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
 from modelworks.server.pages import page_router, render, segment
+from modelworks.training.ui import train_choices
 
 DATASETS_PAGE_SIZE = 50
 PREVIEW_ROWS = 50  # default page of the data preview
@@ -454,4 +455,5 @@ def version_page(
         preview=preview,
         preview_error=preview_error,
         dataset_href=dataset_href(project, dataset),
+        train=train_choices(),  # the "Train a model" form's choices
     )

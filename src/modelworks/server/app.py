@@ -63,6 +63,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     from modelworks.server.ui import router as ui_router
     from modelworks.tracking.api import router as tracking_router
     from modelworks.training.api import router as training_router
+    from modelworks.training.ui import router as training_ui_router
 
     app.include_router(governance_router)
     app.include_router(tracking_router)
@@ -72,6 +73,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(training_router)
     app.include_router(ui_router)
+    app.include_router(training_ui_router)
     from modelworks.server.ui import mount_static
 
     mount_static(app)
