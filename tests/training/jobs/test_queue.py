@@ -326,7 +326,7 @@ def test_only_one_runner_per_home_runs_at_a_time(store: Store, start_runner: Any
     time.sleep(0.3)
     started = time.monotonic()
     JobRunner(store).run()  # a second runner gives up at once instead of competing
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
 
 
 def test_a_kind_registered_in_the_submitter_runs_in_the_worker(
@@ -382,5 +382,5 @@ def test_a_draining_runner_exits_when_what_is_queued_does_not_fit(
     job = svc.submit(me, "default", "sleep", {"seconds": 0}, resources={"cpus": 2})
     started = time.monotonic()
     JobRunner(store, max_cpus=1).run(idle_exit_s=0.3)  # like `modelworks jobs worker --cpus 1`
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10
     assert svc.get(me, job.id).status == "queued"
