@@ -90,13 +90,8 @@ class TrainingService:
 
 # ---- job kinds: training and AutoML run as queued jobs (see modelworks.training.jobs) -------
 def _spec(model: type[SpecT], ctx: JobContext) -> SpecT:
-    try:
-        return model.model_validate(ctx.spec)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"The {ctx.kind} job's spec is not valid: {problems}.") from None
+    _validator(model, ctx.kind)(ctx.spec)
+    return model.model_validate(ctx.spec)
 
 
 def job_workspace(ctx: JobContext) -> Workspace:
@@ -161,3 +156,21 @@ def run_automl_job(ctx: JobContext) -> dict[str, Any]:
 
 def _scores(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def _validator(model: type[BaseModel], kind: str) -> Any:
+    def validate_spec(spec: dict[str, Any]) -> None:
+        try:
+            model.model_validate(spec)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(f"The {kind} job's spec is not valid: {problems}.") from None
+
+    return validate_spec
+
+
+# The jobs service calls these at submission, so a bad spec is refused before it queues.
+run_train_job.validate_spec = _validator(TrainSpec, "train")  # type: ignore[attr-defined]
+run_automl_job.validate_spec = _validator(AutoMLSpec, "automl")  # type: ignore[attr-defined]
