@@ -145,7 +145,7 @@ def test_editor_trains_with_automl_and_follows_the_job_to_its_run(
     expect(page.locator("#job-spec")).to_contain_text('"time_budget": 5')
     expect(page.locator("#job-spec")).to_contain_text('"dataset": "churn@1"')
 
-    # While it runs, the log grows without a reload.
+    # While it runs, the page follows its log.
     expect(job_page).to_have_attribute("data-status", "running", timeout=SLOW_MS)
     expect(page.locator("#job-log")).to_contain_text("AutoML on churn@1", timeout=SLOW_MS)
     before = _log_length(page)
@@ -201,11 +201,21 @@ def test_cancel_a_running_job_from_its_page(page: Any, site: TrainingSite, login
     job_page = page.locator("#job-page")
     expect(job_page).to_have_attribute("data-status", "running", timeout=SLOW_MS)
     expect(page.locator("#job-log")).to_contain_text("sleeping 30 s", timeout=SLOW_MS)
+    # The duration and the progress bar move while it runs.
+    duration = page.locator("[data-job-duration]")
+    shown = duration.inner_text()
+    expect(duration).not_to_have_text(shown, timeout=10_000)
+    expect(page.locator("[data-job-progress-message]")).to_contain_text("step", timeout=10_000)
     page.click("[data-cancel]")
     expect(job_page).to_have_attribute("data-status", "cancelled", timeout=30_000)
     expect(page.locator("#job-error")).to_contain_text("Cancelled.")
     assert page.locator("[data-cancel]").count() == 0
-    page.goto(f"/projects/{site.project}/jobs?status=cancelled")
+    page.goto(f"/projects/{site.project}/jobs")
+    with page.expect_navigation():
+        page.select_option("#job-status", "cancelled")
+    assert page.locator("#jobs tbody tr").evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.status)"
+    ) == ["cancelled"]
     expect(page.locator(f"#jobs tr[data-job-id='{job.id}']")).to_contain_text("cancelled")
 
 

@@ -21,6 +21,17 @@ function formatSize(bytes) {
   return `${size.toFixed(1)} ${units[unit]}`;
 }
 
+// As the server's |seconds filter writes a duration.
+function formatSeconds(value) {
+  const whole = Math.round(value);
+  const hours = Math.floor(whole / 3600);
+  const minutes = Math.floor((whole % 3600) / 60);
+  const secs = whole % 60;
+  if (hours) return `${hours}h ${minutes}m`;
+  if (minutes) return `${minutes}m ${secs}s`;
+  return value < 10 ? `${value.toFixed(1)}s` : `${secs}s`;
+}
+
 function setUpJobPage() {
   const root = document.getElementById("job-page");
   if (!root) return;
@@ -52,6 +63,14 @@ function setUpJobPage() {
     logState.textContent = `${words} · ${formatSize(offset)}`;
   }
 
+  function showDuration() {
+    const duration = root.querySelector("[data-job-duration][data-started]");
+    if (!duration) return;
+    const started = Date.parse(duration.dataset.started);
+    if (Number.isNaN(started)) return;
+    duration.textContent = formatSeconds(Math.max(0, Date.now() - started) / 1000);
+  }
+
   function showProgress(job) {
     const bar = root.querySelector("[data-job-progress]");
     const message = root.querySelector("[data-job-progress-message]");
@@ -70,6 +89,7 @@ function setUpJobPage() {
           return;
         }
         showProgress(job);
+        showDuration();
       }
       const chunk = await api(`${jobPath}/logs?offset=${offset}`);
       append(chunk.text);
