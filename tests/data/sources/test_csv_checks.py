@@ -1,14 +1,21 @@
 """The strict CSV checks take shortcuts for speed; each must say exactly what the full test
-says. Checked here value by value against the plain regular expression and cast."""
+says. Checked here value by value against the plain regular expression and cast, and the
+DOUBLE columns DuckDB's reader parses itself against TRY_CAST."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
-from modelworks.data.sources.files import Formats, candidate_test, strict_cast
+from modelworks.core.config import Settings
+from modelworks.core.errors import InvalidInput
+from modelworks.data import storage
+from modelworks.data.sources.base import ScanContext
+from modelworks.data.sources.files import CsvSource, Formats, candidate_test, strict_cast
 
 TRICKY = [
     "0", "5", "-5", "+5", " 5", "5 ", " 5 ", "\t7", "7\n", "007", "-0", "+0", "3.5", "3.0",
@@ -69,3 +76,79 @@ def test_untrimmed_casts_read_the_same_values(
     for row in rows:
         if row[1]:
             assert row[2] == row[3], row
+
+
+def test_double_columns_parsed_by_the_reader_report_bad_values_like_the_checks(
+    tmp_path: Path,
+) -> None:
+    """DOUBLE columns are parsed by DuckDB's CSV reader; its rejects read like the others."""
+    path = tmp_path / "d.csv"
+    good = "".join(f"{i},{i}.5,{i}.25,n{i}\n" for i in range(1, 60))
+    path.write_text("id,amount,score,name\n" + good + "60,abc,xyz,n60\n61,x,2.5,n61\n")
+    settings = Settings(home=tmp_path / "home")
+    for bad_rows in ("fail", "quarantine"):
+        con = storage.connect(settings)
+        ctx = ScanContext(con=con, settings=settings, workdir=tmp_path / "w", bad_rows=bad_rows)
+        try:
+            scan = CsvSource(path=str(path)).scan(ctx)
+            assert scan.relation is not None and scan.rejects is not None
+            out = tmp_path / f"out-{bad_rows}"
+            parts = storage.write_parts(con, scan.relation, out, part_bytes=1 << 28)
+            if bad_rows == "fail":
+                with pytest.raises(InvalidInput) as info:
+                    scan.rejects()
+                assert info.value.detail.startswith(f"csv {path}: 2 rows could not be read")
+                assert (
+                    f'{path} line 61: column "amount": value "abc" does not read as a DOUBLE; '
+                    'column "score": value "xyz" does not read as a DOUBLE'
+                ) in info.value.detail
+                assert "columns={'amount': 'VARCHAR'}" in info.value.detail
+            else:
+                table = pq.read_table(parts[0])
+                assert str(table.schema.field("amount").type) == "double"
+                assert table.column("id").to_pylist() == list(range(1, 60))
+                rejects = scan.rejects()
+                assert rejects is not None and rejects.count == 2
+                assert [(r["line"], r["column"]) for r in rejects.examples] == [
+                    (61, "amount; score"),
+                    (62, "amount"),
+                ]
+            if scan.close is not None:
+                scan.close()
+        finally:
+            con.close()
+
+
+def test_the_readers_double_parser_is_try_cast(tmp_path: Path) -> None:
+    values = [
+        "1.5", " 1.5 ", "1e3", "inf", "-inf", "nan", "NaN", "infinity", "1_000.5", "0x10",
+        "1,5", ".5", "5.", "+1.5", "1.5e", "1d", "-0", "1e400", "1e-400", "\t2.5", "abc",
+        "1__0", "_1", "1_", "Infinity", "+nan", "0001.000", "1 5", "\uff15", "4.9e-324",
+    ]  # fmt: skip
+    path = tmp_path / "v.csv"
+    path.write_text("x\n" + "".join(f'"{v}"\n' for v in values))
+    con = duckdb.connect()
+    try:
+        options = (
+            "auto_detect = false, header = true, delim = ',', quote = '\"', escape = '\"', "
+            "nullstr = [''], strict_mode = true"
+        )
+        parsed = con.sql(
+            f"SELECT x FROM read_csv('{path}', {options}, columns = {{'x': 'DOUBLE'}}, "
+            "store_rejects = true, rejects_table = 'rt', rejects_scan = 'rs', rejects_limit = 0)"
+        ).fetchall()
+        rejected = {r[0] - 2 for r in con.sql("SELECT line FROM rt").fetchall()}
+        # x is selected too: alone in TRY_CAST, DuckDB would have the reader cast it.
+        cast = con.sql(
+            f"SELECT TRY_CAST(x AS DOUBLE), x FROM read_csv('{path}', {options}, "
+            "columns = {'x': 'VARCHAR'})"
+        ).fetchall()
+    finally:
+        con.close()
+    kept = iter(parsed)
+    for i, (value, _) in enumerate(cast):
+        if i in rejected:
+            assert value is None, values[i]
+        else:
+            got = next(kept)[0]
+            assert got == value or (got != got and value != value), values[i]

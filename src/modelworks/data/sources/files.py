@@ -262,6 +262,14 @@ _INTEGER_TYPES = {
     "SIGNED", "INT128",
 }  # fmt: skip
 _TEXT_TYPES = {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"}
+# Types DuckDB's CSV reader parses exactly as strictly as the checks here (CsvSource._read).
+_NATIVE_TYPES = {"DOUBLE"}
+# DuckDB's reject message for such a value, worded like the checks' own messages.
+_CAST_MESSAGE = (
+    "'column \"' || column_name || '\": value \"' || "
+    "regexp_extract(error_message, 'Could not convert string \"(.*)\" to ''DOUBLE''', 1) || "
+    "'\" does not read as a DOUBLE'"
+)
 _BOOLEAN_TEXT = "'true', 'false', 't', 'f', 'yes', 'no', 'y', 'n', '1', '0'"
 _INT_RE = r"\s*[+-]?[0-9]+\s*"
 _DATE_RE = r"\s*[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}\s*"
@@ -808,8 +816,21 @@ class CsvSource(Source):
     def filename_column(self) -> str:
         return self.filename if isinstance(self.filename, str) else "filename"
 
-    def _reader(self, group: CsvGroup, dialect: Dialect, *, extra: Sequence[str] = ()) -> str:
-        columns = "{" + ", ".join(f"{sql_string(n)}: 'VARCHAR'" for n in group.names) + "}"
+    def _reader(
+        self,
+        group: CsvGroup,
+        dialect: Dialect,
+        *,
+        extra: Sequence[str] = (),
+        native: frozenset[str] = frozenset(),
+    ) -> str:
+        """``read_csv`` of one group: every column as text, except the ``native`` ones
+        (lower-case names), which DuckDB's reader parses as DOUBLE itself."""
+        pairs = [
+            f"{sql_string(n)}: '{'DOUBLE' if n.lower() in native else 'VARCHAR'}'"
+            for n in group.names
+        ]
+        columns = "{" + ", ".join(pairs) + "}"
         options = [*dialect.duckdb_options(), f"columns = {columns}", *extra]
         return f"read_csv({_file_list(group.files)}, {', '.join(options)})"
 
@@ -838,8 +859,17 @@ class CsvSource(Source):
             f"rejects_limit = {limit}",
             f"filename = {sql_string(_FILE_COL)}",
         ]
+        # DOUBLE columns are parsed by the reader itself: its parser accepts exactly what
+        # TRY_CAST(text AS DOUBLE) accepts (the test a DOUBLE column is held to), so the
+        # text need not be kept, and a value that is not a number is a reject with its line
+        # number, like a row with too many fields.
+        native = frozenset(
+            name.lower()
+            for name in plan.names
+            if normalize_type(plan.types.get(name, "VARCHAR")) in _NATIVE_TYPES
+        )
         union = " UNION ALL BY NAME ".join(
-            f"SELECT * FROM {self._reader(g, plan.dialect, extra=rejects_opts)}"
+            f"SELECT * FROM {self._reader(g, plan.dialect, extra=rejects_opts, native=native)}"
             for g in plan.groups
         )
         selects: list[str] = []
@@ -847,6 +877,9 @@ class CsvSource(Source):
         for name in plan.names:
             col = quote_identifier(name)
             type_name = plan.types.get(name, "VARCHAR")
+            if name.lower() in native:
+                selects.append(f"{col} AS {col}")
+                continue
             ok, value = strict_cast(col, type_name, formats, declared=name in plan.declared)
             selects.append(f"{value} AS {col}")
             if ok != "TRUE":
@@ -963,6 +996,7 @@ class CsvRejects:
         message = (
             "CASE error_type "
             "WHEN 'UNQUOTED VALUE' THEN 'unterminated quote: a quoted value is never closed' "
+            f"WHEN 'CAST' THEN {_CAST_MESSAGE} "
             "ELSE regexp_replace(error_message, "
             "'Expected Number of Columns: ([0-9]+) Found: ([0-9]+)', "
             "'expected \\1 columns, found \\2') END"
@@ -972,12 +1006,16 @@ class CsvRejects:
             "SELECT scan_id, file_id, line, error_type, "
             "arg_max(error_message, byte_position) AS error_message, "
             "string_agg(DISTINCT column_name, '; ') AS column_name, first(csv_line) AS csv_line "
-            f"FROM {quote_identifier(self.errors_table)} GROUP BY ALL"
+            f"FROM {quote_identifier(self.errors_table)} "
+            # A value that does not parse is reported once per column.
+            "GROUP BY scan_id, file_id, line, error_type, "
+            "CASE WHEN error_type = 'CAST' THEN column_name END"
         )
         return (
             "SELECT s.file_path AS file, CAST(e.line AS BIGINT) AS line, "
-            "coalesce(string_agg(DISTINCT e.column_name, '; '), '') AS \"column\", "
-            f"string_agg({message}, '; ' ORDER BY error_type) AS error, "
+            "coalesce(string_agg(DISTINCT e.column_name, '; ' ORDER BY e.column_name), '') "
+            'AS "column", '
+            f"string_agg({message}, '; ' ORDER BY error_type, e.column_name) AS error, "
             f"left(rtrim(first(e.csv_line), chr(13) || chr(10)), {RAW_LINE_CHARS}) AS raw_line "
             f"FROM ({per_kind}) e JOIN {quote_identifier(self.scans_table)} s "
             "ON e.scan_id = s.scan_id AND e.file_id = s.file_id "
