@@ -10,10 +10,12 @@ DATE loses its time. So a CSV is read in two steps:
 1. A sample (``sample_size`` rows) is read as text and each column gets the narrowest type
    that nearly all of its values have (:func:`choose_type`): a column of numbers with a
    stray ``"n/a"`` stays a number column and the ``"n/a"`` row is a bad row.
-2. The whole file is read with every option explicit (no sniffing), every column as text,
-   ``strict_mode`` on and ``null_padding`` off, into DuckDB's reject tables; a SQL projection
-   then casts each column with a strict check. Rows the reader rejects (wrong number of
-   columns, unterminated quotes, bad bytes) and rows whose values do not cast are bad rows:
+2. The whole file is read with every option explicit (no sniffing), ``strict_mode`` on and
+   ``null_padding`` off, into DuckDB's reject tables: DOUBLE columns parsed by the reader
+   (whose number parser is exactly as strict as ``TRY_CAST``), every other column as text,
+   which a SQL projection then casts with a strict check. Rows the reader rejects (wrong
+   number of columns, unterminated quotes, bad bytes, a DOUBLE column's value that is not a
+   number) and rows whose values do not cast are bad rows:
    with ``bad_rows="fail"`` the ingest fails naming their line numbers, with
    ``"quarantine"`` the good rows are ingested and the bad ones go to a side CSV.
 
