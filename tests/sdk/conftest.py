@@ -46,15 +46,22 @@ def server(
 ) -> Iterator[Server]:
     """A real Modelworks server (uvicorn, in a thread) on a PostgreSQL database."""
     from modelworks.server.app import create_app
+    from modelworks.training.jobs.runner import JobRunner
 
     home = tmp_path_factory.mktemp("server-home")
     store = Store(Settings(home=home, database_url=session_postgres_url))
     gov = GovernanceService(store)
     gov.bootstrap_admin("admin", ADMIN_PASSWORD)
     token = gov.create_token(gov.authenticate_password("admin", ADMIN_PASSWORD), "sdk-tests").token
-    with serve(create_app(store)) as url:
-        yield Server(url=url, token=token, store=store)
-    store.close()
+    # The test server runs without a lifespan, so the job runner a served app starts for
+    # itself is started here, as `modelworks server` would.
+    runner = JobRunner(store, poll_s=0.1).start()
+    try:
+        with serve(create_app(store, run_jobs=False)) as url:
+            yield Server(url=url, token=token, store=store)
+    finally:
+        runner.stop()
+        store.close()
 
 
 @pytest.fixture(params=["embedded", pytest.param("remote", marks=pytest.mark.postgres)])

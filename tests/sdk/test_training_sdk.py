@@ -109,3 +109,22 @@ def test_automl_fit_logs_trials_as_child_runs_and_the_winner(
     package = mw.load_model(ws, found.run_id)
     np.testing.assert_allclose(package.predict_proba(frame), found.predict_proba(frame))
     assert found.best.score is not None and found.best.score > 0.8
+
+
+def test_a_bad_training_job_spec_is_refused_at_submission(ws: mw.Workspace) -> None:
+    with pytest.raises(InvalidInput, match="target: Field required"):
+        ws.jobs.submit("automl", {"dataset": "churn@1"})
+    with pytest.raises(InvalidInput, match="time_budget"):
+        ws.jobs.submit("automl", {"dataset": "churn@1", "target": "y", "time_budget": -1})
+    assert [j for j in ws.jobs.list() if j.kind == "automl"] == []
+
+
+def test_automl_job_runs_the_search_and_reports_the_run(ws: mw.Workspace, dataset: str) -> None:
+    job = ws.automl.submit(dataset, "churned", time_budget=5, families=["linear"])
+    done = ws.jobs.wait(job, timeout=180)
+    assert done.status == "succeeded", ws.jobs.logs(job)[0]
+    assert done.result is not None
+    run = ws.runs.get(done.result["run_id"])
+    assert run.status == "FINISHED" and run.tags["mw.automl.best_family"] in ("linear", "ensemble")
+    text, _ = ws.jobs.logs(job)
+    assert "AutoML on" in text
