@@ -206,6 +206,7 @@ def test_cancel_a_running_job_from_its_page(page: Any, site: TrainingSite, login
     shown = duration.inner_text()
     expect(duration).not_to_have_text(shown, timeout=10_000)
     expect(page.locator("[data-job-progress-message]")).to_contain_text("step", timeout=10_000)
+    _screenshot(page, "mw-job-cancel.png")
     page.click("[data-cancel]")
     expect(job_page).to_have_attribute("data-status", "cancelled", timeout=30_000)
     expect(page.locator("#job-error")).to_contain_text("Cancelled.")
