@@ -50,10 +50,11 @@ class RayCluster:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
-        self.cpus_per_trial = cpus_per_trial
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        self.slots = max(1, int(cpus // cpus_per_trial))
-        warm = ray.remote(num_cpus=cpus_per_trial)(_warm_up)
+        # A task asking for more CPUs than the cluster has would wait forever.
+        self.cpus_per_trial = max(1, min(cpus_per_trial, int(cpus)))
+        self.slots = max(1, int(cpus // self.cpus_per_trial))
+        warm = ray.remote(num_cpus=self.cpus_per_trial)(_warm_up)
         self.warming = [warm.remote() for _ in range(self.slots)]
 
     def close(self) -> None:

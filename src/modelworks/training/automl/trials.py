@@ -21,6 +21,8 @@ from modelworks.training.automl.families import build_model, fit_with_validation
 from modelworks.training.automl.metrics import METRICS
 from modelworks.training.automl.splits import PreparedData
 
+EARLY_STOPPING_FRACTION = 0.15
+
 
 @dataclass
 class TrialSpec:
@@ -62,6 +64,30 @@ def predict_matrix(model: Any, X: np.ndarray, task: str, n_classes: int) -> np.n
     return out
 
 
+def _early_stopping_split(
+    X: np.ndarray, y: np.ndarray, seed: int, boosting: bool, classification: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boosting stops early on rows held out of the training fold, not on the validation
+    fold: stopping on the rows it is scored on would flatter boosting's validation score
+    (and, through many trials, the ensemble's), most on small data. For classes the split
+    is stratified and every class keeps rows to train on."""
+    if not boosting:
+        return X, y, X[:0], y[:0]
+    order = np.random.default_rng(seed).permutation(len(y))
+    if classification:
+        stop_parts = []
+        for c in np.unique(y):
+            rows = order[y[order] == c]
+            stop_parts.append(rows[: int(len(rows) * EARLY_STOPPING_FRACTION)])
+        stop = np.sort(np.concatenate(stop_parts))
+    else:
+        stop = np.sort(order[: max(int(len(y) * EARLY_STOPPING_FRACTION), 1)])
+    if len(stop) == 0:  # tiny data: nothing to spare, stop on the training rows
+        return X, y, X, y
+    fit = np.setdiff1d(np.arange(len(y)), stop)
+    return X[fit], y[fit], X[stop], y[stop]
+
+
 def evaluate_trial(spec: TrialSpec, data: PreparedData) -> TrialOutcome:
     from modelworks.training.automl.families import FAMILIES
 
@@ -88,8 +114,15 @@ def evaluate_trial(spec: TrialSpec, data: PreparedData) -> TrialOutcome:
                     n_jobs=spec.n_jobs,
                     cat_mask=arrays.cat_mask,
                 )
+                X_fit, y_fit, X_stop, y_stop = _early_stopping_split(
+                    X_train,
+                    y_train,
+                    spec.seed,
+                    FAMILIES[spec.family].boosting,
+                    data.task != "regression",
+                )
                 rounds = fit_with_validation(
-                    spec.family, model, X_train, y_train, arrays.X_val, y_val, spec.deadline
+                    spec.family, model, X_fit, y_fit, X_stop, y_stop, spec.deadline
                 )
                 pred = predict_matrix(model, arrays.X_val, data.task, data.n_classes)
                 out.stage_losses.append(metric.loss(y_val, pred))
