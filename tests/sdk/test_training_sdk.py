@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_iris, make_classification
 
 import modelworks as mw
-from modelworks.core.errors import InvalidInput
+from modelworks.core.errors import InvalidInput, NotFound
 
 
 @pytest.fixture
@@ -128,3 +128,15 @@ def test_automl_job_runs_the_search_and_reports_the_run(ws: mw.Workspace, datase
     assert run.status == "FINISHED" and run.tags["mw.automl.best_family"] in ("linear", "ensemble")
     text, _ = ws.jobs.logs(job)
     assert "AutoML on" in text
+
+
+def test_a_training_job_is_checked_against_its_dataset_at_submission(
+    ws: mw.Workspace, dataset: str
+) -> None:
+    with pytest.raises(InvalidInput, match=r"'churn' is not a column .*Did you mean 'churned'"):
+        ws.automl.submit(dataset, "churn", time_budget=5)
+    with pytest.raises(InvalidInput, match="Unknown model 'svm'"):
+        ws.jobs.submit("train", {"dataset": dataset, "target": "churned", "model": "svm"})
+    with pytest.raises(NotFound):
+        ws.jobs.submit("train", {"dataset": "no-such-dataset@1", "target": "y"})
+    assert [j for j in ws.jobs.list() if j.kind in ("train", "automl")] == []

@@ -26,6 +26,7 @@ from modelworks.training.schemas import AutoMLSpec, RunInputOut, TrainSpec
 if TYPE_CHECKING:
     from modelworks.client import Workspace
     from modelworks.training.jobs.context import JobContext
+    from modelworks.training.jobs.service import Submission
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -90,7 +91,7 @@ class TrainingService:
 
 # ---- job kinds: training and AutoML run as queued jobs (see modelworks.training.jobs) -------
 def _spec(model: type[SpecT], ctx: JobContext) -> SpecT:
-    _validator(model, ctx.kind)(ctx.spec)
+    _validator(model, ctx.kind)(ctx.spec)  # the shape again: the dataset was checked at submit
     return model.model_validate(ctx.spec)
 
 
@@ -159,16 +160,52 @@ def _scores(metrics: dict[str, float]) -> str:
 
 
 def _validator(model: type[BaseModel], kind: str) -> Any:
-    def validate_spec(spec: dict[str, Any]) -> None:
+    def validate_spec(spec: dict[str, Any], submission: Submission | None = None) -> None:
         try:
-            model.model_validate(spec)
+            parsed = model.model_validate(spec)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidInput(f"The {kind} job's spec is not valid: {problems}.") from None
+        if submission is not None:
+            _check_against_dataset(kind, parsed, submission)
 
     return validate_spec
+
+
+def _check_against_dataset(kind: str, spec: BaseModel, submission: Submission) -> None:
+    """The dataset version exists and has the target (and features); known model names."""
+    import difflib
+
+    dataset = str(getattr(spec, "dataset"))  # noqa: B009 - both spec models have it
+    target = str(getattr(spec, "target"))  # noqa: B009
+    version = DataService(submission.store).get_version(
+        submission.principal, submission.project, dataset, with_profile=False
+    )
+    names = [c.name for c in version.columns]
+    if target not in names:
+        close = difflib.get_close_matches(target, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InvalidInput(
+            f"The {kind} job's target {target!r} is not a column of {version.ref}.{hint} "
+            f"Columns: {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}."
+        )
+    features = getattr(spec, "features", None) or []
+    missing = [f for f in features if f not in names]
+    if missing:
+        raise InvalidInput(f"features not in {version.ref}: {', '.join(map(repr, missing))}.")
+    from modelworks.training.automl.families import FAMILIES
+
+    model = getattr(spec, "model", None)
+    if model is not None and model not in FAMILIES:
+        raise InvalidInput(f"Unknown model {model!r}; use one of {', '.join(FAMILIES)}.")
+    unknown = [f for f in getattr(spec, "families", None) or [] if f not in FAMILIES]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown model families {', '.join(map(repr, unknown))}; use some of "
+            f"{', '.join(FAMILIES)}."
+        )
 
 
 # The jobs service calls these at submission, so a bad spec is refused before it queues.

@@ -17,12 +17,14 @@ stale heartbeat, cancelled) can never overwrite what happened since.
 from __future__ import annotations
 
 import builtins
+import inspect
 import json
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,15 @@ def _cut(data: bytes, limit: int) -> tuple[bytes, bool]:
     return data[:end], len(data) > end
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What a kind's ``validate_spec(spec, submission)`` may look at: who submits, where."""
+
+    store: Store
+    principal: Principal
+    project: str
+
+
 class JobService:
     """The job queue. ``autostart_runner``: submitting a local job starts a detached local
     runner when none is running (embedded mode; the server runs its own)."""
@@ -211,7 +222,12 @@ class JobService:
         fn = kinds.resolve(kind, target)
         validate = getattr(fn, "validate_spec", None)
         if callable(validate):
-            validate(spec)
+            # A validator taking a second argument also gets the submission (store, caller,
+            # project), so it can check the spec against what the project holds.
+            if len(inspect.signature(validate).parameters) > 1:
+                validate(spec, Submission(self.store, principal, project))
+            else:
+                validate(spec)
         if executor == "local":
             self._check_local_fit(res)
         with self.store.transaction() as s:
