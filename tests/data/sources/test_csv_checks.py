@@ -152,3 +152,25 @@ def test_the_readers_double_parser_is_try_cast(tmp_path: Path) -> None:
         else:
             got = next(kept)[0]
             assert got == value or (got != got and value != value), values[i]
+
+
+def test_rejects_of_several_values_a_row_still_say_at_least(tmp_path: Path) -> None:
+    # Two bad values a row make two rejects: DuckDB keeps 100 a file, so 50 rows are seen
+    # of the 80 bad ones, and the message must not claim that 50 is all of them.
+    path = tmp_path / "d.csv"
+    good = "".join(f"{i},{i}.5,{i}.25\n" for i in range(1, 2001))
+    bad = "".join(f"{i},x{i},y{i}\n" for i in range(2001, 2081))
+    path.write_text("id,amount,score\n" + good + bad)
+    settings = Settings(home=tmp_path / "home")
+    con = storage.connect(settings)
+    ctx = ScanContext(con=con, settings=settings, workdir=tmp_path / "w", bad_rows="fail")
+    try:
+        scan = CsvSource(path=str(path)).scan(ctx)
+        assert scan.relation is not None and scan.rejects is not None
+        storage.write_parts(con, scan.relation, tmp_path / "out", part_bytes=1 << 28)
+        with pytest.raises(InvalidInput, match="at least 50 rows could not be read"):
+            scan.rejects()
+        if scan.close is not None:
+            scan.close()
+    finally:
+        con.close()

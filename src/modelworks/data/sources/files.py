@@ -982,7 +982,7 @@ class CsvRejects:
                 BadRow(**row)
                 for row in _fetch_dicts(con, f"SELECT * FROM ({rows_sql}) LIMIT {EXAMPLES}")
             ]
-            at_least = self.limit > 0 and reader_count >= self.limit
+            at_least = self.limit > 0 and reader_rows is not None and self._limit_reached()
             raise InvalidInput(
                 bad_rows_error(self.source.label(), examples, total, at_least=at_least),
                 bad_rows=[b.as_dict() for b in examples],
@@ -1023,6 +1023,16 @@ class CsvRejects:
             "ON e.scan_id = s.scan_id AND e.file_id = s.file_id "
             "GROUP BY s.file_path, e.line"
         )
+
+    def _limit_reached(self) -> bool:
+        """Whether DuckDB stopped keeping rejects of some file (it keeps ``limit`` entries a
+        file, and one row may make several: one per extra field, one per unparsable value)."""
+        row = first_row(
+            self.ctx.con,
+            f"SELECT max(n) FROM (SELECT count(*) AS n FROM {quote_identifier(self.errors_table)} "
+            "GROUP BY scan_id, file_id)",
+        )
+        return bool(row and row[0] is not None and int(row[0]) >= self.limit)
 
     def _check_encoding(self) -> None:
         row = first_row(
