@@ -253,7 +253,9 @@ def run_flaml(
     X_test = test.drop(columns=[target])
     pred = automl.predict(X_test) if task == "regression" else automl.predict_proba(X_test)
     classes = None if task == "regression" else list(automl.classes_)
-    trials = len(getattr(automl, "config_history", {}) or {})
+    # Trials per learner (FLAML's own counter; config_history keeps only the improvements).
+    per_learner = getattr(automl, "_iter_per_learner", None) or {}
+    trials = sum(per_learner.values()) or len(automl.config_history or {})
     return {"pred": pred, "classes": classes, "trials": trials, "best": automl.best_estimator}
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification
 
-from modelworks.training.automl import EnsembleClassifier, engine, run_automl, splits
+from modelworks.training.automl import EnsembleClassifier, run_automl, splits, winner
 
 
 def _frame(n: int) -> pd.DataFrame:
@@ -74,7 +74,7 @@ def test_a_trial_worse_than_the_threshold_is_pruned_after_its_first_stage() -> N
 def test_falls_back_to_fold_models_when_the_refit_cannot_fit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine, "_refit_seconds", lambda members, data: 1e9)
+    monkeypatch.setattr(winner, "refit_seconds", lambda members, data: 1e9)
     frame = _frame(200)
     result = run_automl(
         frame, "y", time_budget=30, n_jobs=1, families=["linear", "lightgbm"], max_trials=3
