@@ -80,6 +80,9 @@ def test_quickstart_tells_what_to_do_next() -> None:
     # Running it again adds a second run to the same experiment.
     again = runner.invoke(app, ["quickstart", "--json"])
     assert again.exit_code == 0, again.output
-    listed = runner.invoke(app, ["runs", "list", "quickstart", "--json"])
+    listed = runner.invoke(
+        app, ["runs", "search", "--experiment", "quickstart", "--max-results", "1000", "--json"]
+    )
+    assert listed.exit_code == 0, listed.output
     searches = [r for r in json.loads(listed.stdout)["items"] if r["parent_run_id"] is None]
     assert len(searches) == 2

@@ -125,7 +125,7 @@ def train(
     dataset version (visible in its lineage), held-out scores, feature importances and the
     model package.
 
-    Examples:
+    Example:
       modelworks train churn@latest --target churned
       modelworks train churn@3 -t churned -m xgboost -P max_depth=4 -P learning_rate=0.05
       modelworks train churn@latest -t churned --job
@@ -199,7 +199,7 @@ def automl(
     ensemble when it helps, and saves the winner with its preprocessing. Every trial is a
     child run of one parent run. Set MODELWORKS_RAY_ADDRESS to run trials on a Ray cluster.
 
-    Examples:
+    Example:
       modelworks automl churn@latest --target churned --time-budget 120
       modelworks automl houses@2 -t price --metric mae --family lightgbm --family linear
       modelworks automl churn@latest -t churned -b 600 --job
