@@ -40,6 +40,7 @@ from modelworks.training.automl.winner import REFIT_SAFETY, refit_winner, select
 
 MIN_RESERVE_FRACTION = 0.05
 ENSEMBLE_FRACTION = 0.04  # of the budget, kept for ensemble selection
+RESERVE_CAP_SECONDS = 3.0  # neither fixed reserve needs more on long budgets
 OVERRUN_ALLOWED = 0.05  # fraction of the budget the refit may run past it
 
 
@@ -48,6 +49,10 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _fixed_reserve(fraction: float, budget: float) -> float:
+    return min(fraction * budget, RESERVE_CAP_SECONDS)
 
 
 def _trial_result(outcome: TrialOutcome, metric: Metric) -> TrialResult:
@@ -121,7 +126,7 @@ def run_automl(
             families=names,
             seed=seed,
             n_jobs=threads,
-            search_end=budget_end - (MIN_RESERVE_FRACTION + ENSEMBLE_FRACTION) * time_budget,
+            search_end=budget_end - 2 * _fixed_reserve(MIN_RESERVE_FRACTION, time_budget),
             hard_end=budget_end,
             max_trials=max_trials,
             concurrent=ray_address is not None,
@@ -144,8 +149,9 @@ def run_automl(
                     best_models["trial"] = outcome
                 elif best is not outcome:
                     outcome.models = []
-                reserve = ENSEMBLE_FRACTION * time_budget + max(
-                    MIN_RESERVE_FRACTION * time_budget, REFIT_SAFETY * search.refit_estimate()
+                reserve = _fixed_reserve(ENSEMBLE_FRACTION, time_budget) + max(
+                    _fixed_reserve(MIN_RESERVE_FRACTION, time_budget),
+                    REFIT_SAFETY * search.refit_estimate(),
                 )
                 search.search_end = budget_end - reserve
                 if best is not None:
