@@ -67,6 +67,21 @@ def test_sklearn_trees_round_trip(multiclass: Data, regression: Data, tmp_path: 
         pkg.predict_proba(Xr)
 
 
+def test_hist_gradient_boosting_with_categories_loads_without_trust(
+    binary: Data, tmp_path: Path
+) -> None:
+    # Its fitted state holds partial(check_array, ...): trusted by name, nothing wider.
+    X, y = binary
+    X = X.assign(band=np.where(X.iloc[:, 0] > 0, 1.0, 0.0))
+    hgb = HistGradientBoostingClassifier(max_iter=5, categorical_features=["band"]).fit(X, y)
+    _, pkg = round_trip(hgb, X, tmp_path / "pkg")
+    assert np.array_equal(pkg.predict_proba(X), hgb.predict_proba(X))
+    from modelworks.training.flavors.sklearn import allowed_type
+
+    assert allowed_type("functools.partial") and not allowed_type("builtins.eval")
+    assert not allowed_type("sklearn.utils.validation.column_or_1d")  # other functions: no
+
+
 def test_lightgbm_wrapper_and_booster(binary: Data, regression: Data, tmp_path: Path) -> None:
     import lightgbm as lgb
 

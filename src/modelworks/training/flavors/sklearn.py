@@ -50,6 +50,12 @@ _ALLOWED_NAMES = frozenset(
         "xgboost.sklearn.XGBRanker",
         "xgboost.sklearn.XGBRFClassifier",
         "xgboost.sklearn.XGBRFRegressor",
+        # HistGradientBoosting with categorical features keeps a FunctionTransformer of
+        # partial(check_array, ...) in its fitted state. A partial only wraps a function,
+        # and skops checks that function's own name against this list, so trusting the
+        # wrapper trusts nothing more than the function it names.
+        "functools.partial",
+        "sklearn.utils.validation.check_array",
     }
 )
 
