@@ -180,17 +180,18 @@ def fit_automl(
     (rows the search never saw) scores the winner: ``test_*`` metrics on the parent run.
     """
     from modelworks.training.autolog import log_model
+    from modelworks.training.automl.columns import check_target
     from modelworks.training.automl.engine import run_automl
+    from modelworks.training.automl.metrics import resolve_metric, resolve_task
     from modelworks.training.trainer import autolog_paused, load_frame, tracked_run
 
     started = time.monotonic()
     if not isinstance(time_budget, int | float) or not time_budget > 0:
         raise InvalidInput(f"time_budget must be a positive number of seconds; got {time_budget}.")
     frame, ref = load_frame(ws, dataset)
-    if target not in frame.columns:
-        from modelworks.training.automl.columns import check_target
-
-        check_target(frame, target)  # raises, naming close column names
+    check_target(frame, target)  # raises, naming close column names
+    # The metric's name, known before any trial, so every child run logs its score under it.
+    metric_name = resolve_metric(metric, resolve_task(task, frame[target].dropna())).name
     reserve = min(RESERVE_MAX_S, max(RESERVE_MIN_S, RESERVE_SHARE * time_budget))
     tags = {"mw.source": "modelworks automl", "mw.automl": "search"}
     with tracked_run(ws, experiment=experiment, name=run_name or "automl", tags=tags) as run:
@@ -214,7 +215,7 @@ def fit_automl(
                 f"time_budget={time_budget} s is used up before the search starts (loading "
                 "the data took longer); give a larger budget."
             )
-        trials = _TrialLogger(ws, experiment, run, metric or "score")
+        trials = _TrialLogger(ws, experiment, run, metric_name)
         try:
             with autolog_paused():
                 result = run_automl(
@@ -230,7 +231,6 @@ def fit_automl(
                     progress=progress,
                     max_trials=max_trials,
                 )
-            trials.metric = result.metric
         finally:
             trials.close()
         _log_outcome(run, result, trials.errors)

@@ -164,27 +164,20 @@ def _named_model(
     if family.boosting:
         rounds = rounds or DEFAULT_ROUNDS.get(name, 100)
     preprocess = build_preprocessor(family.kind, report.kinds)
-    cat_mask = None
-    if name == "hist_gradient_boosting" and report.kinds.categorical:
-        n_num, n_cat = len(report.kinds.numeric), len(report.kinds.categorical)
-        cat_mask = [False] * n_num + [True] * n_cat  # completed after preprocessing, below
     try:
         model = build_model(name, task, p, seed=seed, n_jobs=_cores(), rounds=rounds)
     except TypeError as exc:
         raise InvalidInput(f"Bad params for {name}: {exc}") from None
+    if name == "hist_gradient_boosting" and report.kinds.categorical:
+        # The tree preprocessing puts the ordinal-coded categories right after the numeric
+        # columns; HistGradientBoosting takes their positions as indices.
+        n_num, n_cat = len(report.kinds.numeric), len(report.kinds.categorical)
+        model.set_params(categorical_features=list(range(n_num, n_num + n_cat)))
     pipe = Pipeline([("preprocess", preprocess), ("model", model)])
-    if cat_mask is not None:
-        pipe = _with_hgb_categories(pipe, frame[report.kinds.all], cat_mask)
     if task != "regression":
         # Class codes 0..K-1 for every family (XGBoost needs them); labels come back out.
         return EnsembleClassifier([pipe], [1.0]), report.kinds.all, report.warnings
     return pipe, report.kinds.all, report.warnings
-
-
-def _with_hgb_categories(pipe: Any, x: pd.DataFrame, head: list[bool]) -> Any:
-    width = pipe.named_steps["preprocess"].fit(x.head(200)).transform(x.head(1)).shape[1]
-    pipe.named_steps["model"].set_params(categorical_features=head + [False] * (width - len(head)))
-    return pipe
 
 
 def _cores() -> int:

@@ -9,6 +9,7 @@ state; the package format (:mod:`modelworks.training.package`) does the bookkeep
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,28 +33,28 @@ def module_version(module: str) -> str:
         return ""
 
 
-class Flavor:
+class Flavor(ABC):
     """Base class of the flavors; subclasses set ``name`` and ``frameworks``."""
 
     name: ClassVar[str] = ""
     # framework name (as pip installs it) -> importable module holding __version__
     frameworks: ClassVar[dict[str, str]] = {}
 
+    @abstractmethod
     def can_handle(self, model: Any) -> bool:
         """True if ``model`` is an object of this flavor's framework."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save(self, model: Any, model_dir: Path, *, example: Any = None) -> None:
         """Write ``model`` in its native format into the (existing, empty) ``model_dir``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(self, model_dir: Path, *, trust: bool = False) -> Any:
         """Read the native model back from ``model_dir``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, model: Any, data: Any) -> np.ndarray[Any, Any]:
         """Predictions for ``data`` (a DataFrame, or an array for tensor models)."""
-        raise NotImplementedError
 
     def predict_proba(self, model: Any, data: Any) -> np.ndarray[Any, Any]:
         """Class probabilities, for classifiers of flavors that have them."""
