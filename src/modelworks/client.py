@@ -19,7 +19,6 @@ from the environment on first use, like MLflow's fluent API.
 from __future__ import annotations
 
 import builtins
-import html
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from modelworks.core.config import Settings, get_settings
 from modelworks.core.errors import ModelworksError, Unauthenticated
+from modelworks.core.html_tables import html_table
 from modelworks.tracking.client import ActiveRun, current_run, live_runs
 from modelworks.tracking.client import start_run as _start_run
 
@@ -514,12 +514,7 @@ class Workspace:
         ]
         if self._closed:
             rows.append(("state", "closed"))
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table><caption>Modelworks workspace</caption>{body}</table>"
+        return html_table("Modelworks workspace", rows)
 
 
 def connect(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from modelworks.core.errors import InvalidInput
+from modelworks.core.html_tables import html_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -59,15 +60,6 @@ __all__ = ["DatasetVersion", "Datasets", "Preview"]
 
 def _ref(ref: str | DatasetVersion) -> str:
     return ref.ref if isinstance(ref, DatasetVersion) else ref
-
-
-def _table_html(caption: str, rows: Sequence[tuple[str, Any]]) -> str:
-    body = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-        for k, v in rows
-    )
-    return f"<table><caption>{html.escape(caption)}</caption>{body}</table>"
 
 
 def _human_bytes(n: int) -> str:
@@ -376,7 +368,7 @@ class DatasetVersion:
             parts = [f"+{c.name}" for c in changes.added] + [f"-{c.name}" for c in changes.removed]
             parts += [f"{r.get('name')}: {r.get('from')} -> {r.get('to')}" for r in changes.retyped]
             rows.append(("schema changes", ", ".join(parts)))
-        meta = _table_html(f"Dataset version {i.ref}", rows)
+        meta = html_table(f"Dataset version {i.ref}", rows)
         stats = {c.name: c for c in (self._profile.columns if self._profile else [])}
         head = "<tr><th>column</th><th>type</th><th>nulls</th><th>distinct</th></tr>"
         body = "".join(

@@ -17,7 +17,6 @@ exit. Params are logged at once, so that a conflicting value raises where it was
 from __future__ import annotations
 
 import atexit
-import html
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from modelworks.core.errors import Conflict, InvalidInput
+from modelworks.core.html_tables import html_table
 from modelworks.tracking.schemas import ArtifactOut, MetricIn, RunOut, check_key
 from modelworks.tracking.system_info import collect_system_info
 from modelworks.transport import TrackingBackend, is_transient
@@ -472,12 +472,7 @@ class ActiveRun:
         rows += [(f"params.{k}", v) for k, v in i.params.items()]
         rows += [(f"metrics.{k}", "" if v is None else f"{v:.6g}") for k, v in i.metrics.items()]
         rows += [(f"tags.{k}", v) for k, v in i.tags.items()]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table><caption>Modelworks run</caption>{body}</table>"
+        return html_table("Modelworks run", rows)
 
 
 def _metric_objects(items: list[_MetricItem]) -> list[MetricIn]:

@@ -71,7 +71,7 @@ class AutoMLRun:
         return f"<AutoMLRun run={self.run_id} dataset={self.dataset}>\n{self.result!r}"
 
     def _repr_html_(self) -> str:
-        from modelworks.training.display import html_grid, html_table
+        from modelworks.core.html_tables import html_grid, html_table
 
         r = self.result
         head = html_table(

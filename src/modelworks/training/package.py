@@ -21,7 +21,6 @@ before any byte is parsed, and the installed framework versions against the save
 from __future__ import annotations
 
 import hashlib
-import html
 import os
 import platform
 import re
@@ -37,6 +36,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from modelworks.core.errors import AlreadyExists, CorruptData, InvalidInput, NotFound
+from modelworks.core.html_tables import html_table
 from modelworks.core.ids import utcnow
 from modelworks.training.flavors import Flavor, flavor_for, get_flavor
 from modelworks.training.flavors.base import TASKS, module_version, plain
@@ -341,9 +341,4 @@ class ModelPackage:
             rows.append(("classes", ", ".join(map(str, m.classes))))
         rows += [(f"metrics.{k}", f"{v:.6g}") for k, v in m.metrics.items()]
         rows += [(f"lineage.{k}", v) for k, v in m.lineage.items()]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table><caption>Modelworks model package</caption>{body}</table>"
+        return html_table("Modelworks model package", rows)

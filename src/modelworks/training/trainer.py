@@ -50,7 +50,7 @@ class TrainResult:
         return f"<TrainResult {self.model_name} {self.task} run={self.run_id} {scores}>"
 
     def _repr_html_(self) -> str:
-        from modelworks.training.display import html_table
+        from modelworks.core.html_tables import html_table
 
         rows = [
             ("run", self.run_id),

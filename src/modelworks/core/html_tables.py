@@ -1,4 +1,4 @@
-"""How training objects show in notebooks: small HTML tables, escaped."""
+"""The small, escaped HTML tables SDK objects show as in notebooks (``_repr_html_``)."""
 
 from __future__ import annotations
 
