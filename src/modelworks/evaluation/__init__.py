@@ -1,0 +1,3 @@
+"""Evaluation: metrics, bootstrap intervals, slices, plots, paired comparisons and explanations.
+
+Pure computations on predictions and models; the registry stores what they produce."""
