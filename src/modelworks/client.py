@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from modelworks.core.schemas import Page
     from modelworks.data.client import Datasets, DatasetVersion
     from modelworks.data.transport import DataBackend
+    from modelworks.registry.transport import RegistryBackend
     from modelworks.tracking.schemas import (
         ArtifactOut,
         ExperimentOut,
@@ -392,8 +393,10 @@ class Workspace:
         closer: Any = None,
         data: DataBackend | None = None,
         training: TrainingBackend | None = None,
+        registry: RegistryBackend | None = None,
     ) -> None:
         from modelworks.data.client import Datasets
+        from modelworks.registry.client import Models
         from modelworks.training.jobs.client import Jobs
 
         self.tracking = tracking
@@ -409,6 +412,7 @@ class Workspace:
         self.datasets: Datasets = Datasets(self, data)
         self.jobs: Jobs = Jobs(self)
         self.automl = AutoML(self)
+        self.models: Models = Models(self, registry)
 
     def start_run(
         self,
@@ -542,6 +546,7 @@ def connect(
         return _connect_remote(url, token or _secret(cfg), project, cfg)
     from modelworks.core.store import Store
     from modelworks.data.transport import embedded_data
+    from modelworks.registry.transport import embedded_registry
     from modelworks.training.transport import embedded_training
     from modelworks.transport import embedded_tracking
 
@@ -550,6 +555,7 @@ def connect(
         embedded_tracking(store),
         data=embedded_data(store),
         training=embedded_training(store),
+        registry=embedded_registry(store),
         project=project,
         mode="embedded",
         location=str(cfg.home_path)
@@ -576,6 +582,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
     from urllib.parse import quote
 
     from modelworks.data.transport import RemoteData
+    from modelworks.registry.transport import RemoteRegistry
     from modelworks.training.transport import RemoteTraining
     from modelworks.transport import HttpClient, RemoteTracking
 
@@ -594,6 +601,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
         RemoteTracking(http),
         data=RemoteData(http, cfg),  # cfg: this machine's HOME caches downloaded parts
         training=RemoteTraining(http),
+        registry=RemoteRegistry(http),
         project=project,
         mode="remote",
         location=http.base_url,

@@ -12,6 +12,7 @@ TABLE_MODULES = (
     "modelworks.tracking.models",
     "modelworks.data.models",
     "modelworks.training.jobs.models",
+    "modelworks.registry.models",
 )
 
 

@@ -60,6 +60,8 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     from modelworks.data.api import UPLOAD_PATH
     from modelworks.data.api import router as data_router
     from modelworks.governance.api import router as governance_router
+    from modelworks.registry.api import UPLOAD_PATH as PACKAGE_UPLOAD_PATH
+    from modelworks.registry.api import router as registry_router
     from modelworks.server.ui import router as ui_router
     from modelworks.tracking.api import router as tracking_router
     from modelworks.training.api import router as training_router
@@ -72,6 +74,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
 
     app.include_router(jobs_router)
     app.include_router(training_router)
+    app.include_router(registry_router)
     app.include_router(ui_router)
     app.include_router(training_ui_router)
     from modelworks.server.ui import mount_static
@@ -92,6 +95,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
         overrides=[
             (r"/api/v1/runs/[^/]+/artifacts/.+", store.settings.max_artifact_bytes),
             (UPLOAD_PATH, store.settings.max_artifact_bytes),
+            (PACKAGE_UPLOAD_PATH, store.settings.max_artifact_bytes),
         ],
     )
     app.add_middleware(RequestIdMiddleware)

@@ -99,6 +99,7 @@ def job_workspace(ctx: JobContext) -> Workspace:
     """A workspace on the job's store, acting as the principal who submitted the job."""
     from modelworks.client import Workspace
     from modelworks.data.transport import embedded_data
+    from modelworks.registry.transport import embedded_registry
     from modelworks.training.transport import embedded_training
     from modelworks.transport import embedded_tracking
 
@@ -106,6 +107,7 @@ def job_workspace(ctx: JobContext) -> Workspace:
         embedded_tracking(ctx.store, ctx.principal),
         data=embedded_data(ctx.store, ctx.principal),
         training=embedded_training(ctx.store, ctx.principal),
+        registry=embedded_registry(ctx.store, ctx.principal),
         project=ctx.project,
         mode="embedded",
         location=f"job {ctx.job_id}",
