@@ -3,6 +3,7 @@ concurrency, the approval policy, stages, card, lineage, and moving packages bet
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -144,9 +145,7 @@ def test_card_and_lineage(
     frame = X.assign(target=y)
     src = tmp_path / "train.parquet"
     frame.to_parquet(src)
-    DataService(store).ingest(
-        ADMIN, "default", "cancer", {"kind": "parquet", "path": str(src)}
-    )
+    DataService(store).ingest(ADMIN, "default", "cancer", {"kind": "parquet", "path": str(src)})
     svc = RegistryService(store)
     run_id = _run_with_package(store, _package(tmp_path, data))
     TrainingService(store).record_input(ADMIN, run_id, "cancer@1")
@@ -252,7 +251,7 @@ def _concurrent_moves(store: Store, tmp_path: Path, data: tuple[pd.DataFrame, pd
     # state the alias is in: the moves were applied one at a time, none lost.
     chain = [(m.changes["from"], m.changes["to"]) for m in moves]
     assert chain[0] == (None, 1)
-    for (_, before), (after_from, _) in zip(chain, chain[1:], strict=False):
+    for (_, before), (after_from, _) in itertools.pairwise(chain):
         assert after_from == before
     assert chain[-1][1] == final
     assert len(chain) >= 2  # both clients' moves landed (unchanged moves are not recorded)
