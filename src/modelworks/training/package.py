@@ -70,6 +70,10 @@ class PackageMeta(BaseModel):
     lineage: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="path -> sha256")
     created_at: datetime
+    onnx: dict[str, Any] | None = Field(
+        default=None,
+        description="set by registry.onnx_export: path, opset, inputs, outputs, converter",
+    )
 
 
 def _sha256(path: Path) -> str:
