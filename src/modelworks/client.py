@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from modelworks.core.config import Settings, get_settings
-from modelworks.core.errors import ModelworksError, Unauthenticated
+from modelworks.core.errors import InvalidInput, ModelworksError, Unauthenticated
 from modelworks.core.html_tables import html_table
 from modelworks.tracking.client import ActiveRun, current_run, live_runs
 from modelworks.tracking.client import start_run as _start_run
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from modelworks.core.schemas import Page
     from modelworks.data.client import Datasets, DatasetVersion
     from modelworks.data.transport import DataBackend
+    from modelworks.registry.schemas import EvaluationOut
     from modelworks.registry.transport import RegistryBackend
     from modelworks.tracking.schemas import (
         ArtifactOut,
@@ -413,6 +414,22 @@ class Workspace:
         self.jobs: Jobs = Jobs(self)
         self.automl = AutoML(self)
         self.models: Models = Models(self, registry)
+
+    def evaluate(self, model: str, dataset: str, **options: Any) -> EvaluationOut:
+        """Evaluate a registered model version (``"churn@champion"``) on a dataset version
+        (``"churn@7"``) and store the result; the options are those of
+        :meth:`modelworks.registry.client.Models.evaluate`.
+
+        >>> ev = ws.evaluate("churn@champion", "churn@7", slice_by=["country"])  # doctest: +SKIP
+        >>> ev.result["metrics"]["f1"], ev.result["worst_slices"][0]  # doctest: +SKIP
+        """
+        if not isinstance(model, str):
+            raise InvalidInput(
+                "ws.evaluate takes a registered model version such as 'churn@champion'; "
+                "register the model first with ws.models.register(name, run=...) or "
+                "ws.models.register(name, package=path)."
+            )
+        return self.models.evaluate(model, dataset, **options)
 
     def start_run(
         self,

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelworks.core.auth import Principal, Role
 from modelworks.core.errors import InvalidInput
 from modelworks.core.schemas import Page
+from modelworks.registry.evaluations import EvaluationService
 from modelworks.registry.schemas import (
     AliasOut,
     AliasRequestOut,
+    ComparisonOut,
+    EvaluationOut,
     ModelCard,
     ModelLineageOut,
     ModelOut,
@@ -422,3 +425,189 @@ def reject_request(
     svc: RegistryService = Depends(registry),
 ) -> AliasRequestOut:
     return svc.decide_request(principal, project, request_id, approve=False, note=body.note)
+
+
+# ---- evaluations, comparisons and explanations -------------------------------------------------
+def evaluations(request: Request) -> EvaluationService:
+    svc: EvaluationService | None = getattr(request.app.state, "evaluations", None)
+    if svc is None:
+        svc = request.app.state.evaluations = EvaluationService(request.app.state.store)
+    return svc
+
+
+class EvaluateIn(_In):
+    dataset: str = Field(description="A dataset version, e.g. churn@3")
+    target: str | None = Field(None, description="Default: the target the model trained on")
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    slice_by: list[str] = Field(default_factory=list)
+    ignore: list[str] = Field(default_factory=list)
+    bootstrap: int = Field(1000, ge=0, le=10_000)
+    seed: int = 0
+
+
+class CompareIn(_In):
+    dataset: str
+    champion: str = "champion"
+    challenger: str = "challenger"
+    target: str | None = None
+    ignore: list[str] = Field(default_factory=list)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    n_resamples: int = Field(1000, ge=100, le=10_000)
+    seed: int = 0
+
+
+class ImportanceIn(_In):
+    dataset: str
+    target: str | None = None
+    ignore: list[str] = Field(default_factory=list)
+    max_rows: int = Field(2000, ge=10, le=100_000)
+    seed: int = 0
+
+
+class ExplainIn(_In):
+    rows: list[dict[str, Any]] = Field(description="Up to 100 records with the model's inputs")
+    background: str | None = Field(None, description="A dataset version to draw baselines from")
+    class_index: int | None = None
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.post(
+    V + "/evaluations", status_code=201, response_model=EvaluationOut, **auth_rule(Role.EDITOR)
+)
+def evaluate(
+    project: str,
+    ref: str,
+    body: EvaluateIn,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> EvaluationOut:
+    """Evaluate the version on a dataset version (metrics, intervals, slices, plots)."""
+    return svc.evaluate(
+        principal, project, ref, body.dataset, target=body.target, threshold=body.threshold,
+        slice_by=body.slice_by, ignore=body.ignore, bootstrap=body.bootstrap, seed=body.seed,
+    )  # fmt: skip
+
+
+@router.get(V + "/evaluations", response_model=list[EvaluationOut], **auth_rule(Role.VIEWER))
+def list_evaluations(
+    project: str,
+    ref: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> list[EvaluationOut]:
+    return svc.list_evaluations(principal, project, ref)
+
+
+@router.get(P + "/evaluations/{evaluation_id}", response_model=EvaluationOut,
+            **auth_rule(Role.VIEWER))  # fmt: skip
+def get_evaluation(
+    project: str,
+    evaluation_id: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> EvaluationOut:
+    return svc.get_evaluation(principal, project, evaluation_id)
+
+
+@router.get(P + "/evaluations/{evaluation_id}/plots/{name}", **auth_rule(Role.VIEWER))
+def evaluation_plot(
+    project: str,
+    evaluation_id: str,
+    name: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> Response:
+    return _png(svc.plot(principal, project, "evaluation", evaluation_id, name))
+
+
+@router.post(
+    M + "/comparisons", status_code=201, response_model=ComparisonOut, **auth_rule(Role.EDITOR)
+)
+def compare(
+    project: str,
+    name: str,
+    body: CompareIn,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> ComparisonOut:
+    """Champion vs challenger on one dataset version, with paired tests and a verdict."""
+    return svc.compare(
+        principal, project, name, body.dataset, champion=body.champion,
+        challenger=body.challenger, target=body.target, ignore=body.ignore, alpha=body.alpha,
+        n_resamples=body.n_resamples, seed=body.seed,
+    )  # fmt: skip
+
+
+@router.get(M + "/comparisons", response_model=list[ComparisonOut], **auth_rule(Role.VIEWER))
+def list_comparisons(
+    project: str,
+    name: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> list[ComparisonOut]:
+    return svc.list_comparisons(principal, project, name)
+
+
+@router.get(P + "/comparisons/{comparison_id}", response_model=ComparisonOut,
+            **auth_rule(Role.VIEWER))  # fmt: skip
+def get_comparison(
+    project: str,
+    comparison_id: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> ComparisonOut:
+    return svc.get_comparison(principal, project, comparison_id)
+
+
+@router.get(P + "/comparisons/{comparison_id}/plots/{name}", **auth_rule(Role.VIEWER))
+def comparison_plot(
+    project: str,
+    comparison_id: str,
+    name: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> Response:
+    return _png(svc.plot(principal, project, "comparison", comparison_id, name))
+
+
+@router.post(V + "/importance", **auth_rule(Role.EDITOR))
+def compute_importance(
+    project: str,
+    ref: str,
+    body: ImportanceIn,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> dict[str, Any]:
+    """Compute (and store with the version) permutation and SHAP importance."""
+    return svc.explain_global(
+        principal, project, ref, body.dataset, target=body.target, ignore=body.ignore,
+        max_rows=body.max_rows, seed=body.seed,
+    )  # fmt: skip
+
+
+@router.get(V + "/importance.png", **auth_rule(Role.VIEWER))
+def importance_plot(
+    project: str,
+    ref: str,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> Response:
+    return _png(svc.importance_plot(principal, project, ref))
+
+
+@router.post(V + "/explain", **auth_rule(Role.VIEWER))
+def explain(
+    project: str,
+    ref: str,
+    body: ExplainIn,
+    principal: Principal = Depends(current_principal),
+    svc: EvaluationService = Depends(evaluations),
+) -> list[dict[str, Any]]:
+    """SHAP values with the base value for each given row (at most 100)."""
+    return svc.explain_rows(
+        principal, project, ref, body.rows, background=body.background,
+        class_index=body.class_index,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from modelworks.registry.schemas import (
         AliasOut,
         AliasRequestOut,
+        ComparisonOut,
+        EvaluationOut,
         ModelCard,
         ModelLineageOut,
         ModelOut,
@@ -190,6 +192,111 @@ class Models:
 
     def importance(self, ref: str) -> dict[str, Any]:
         return self.backend.get_importance(self._p, ref)
+
+    # -- evaluation, comparison, explanations
+    def evaluate(
+        self,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        threshold: float = 0.5,
+        slice_by: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+        bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> EvaluationOut:
+        """Evaluate a version on a dataset version; the result is stored with both.
+
+        ``target`` defaults to the column the model was trained to predict; ``slice_by``
+        columns get metrics per value (and the worst slices); ``ignore`` names columns of
+        the dataset that are not model inputs (ids...).
+
+        >>> ev = ws.models.evaluate("churn@champion", "churn@7", slice_by=["country"])
+        ... # doctest: +SKIP
+        >>> ev.result["metrics"]["roc_auc"], ev.result["intervals"]["roc_auc"]  # doctest: +SKIP
+        """
+        return self.backend.evaluate(
+            self._p, ref, dataset, target=target, threshold=threshold, slice_by=slice_by,
+            ignore=ignore, bootstrap=bootstrap, seed=seed,
+        )  # fmt: skip
+
+    def evaluations(self, ref: str) -> builtins.list[EvaluationOut]:
+        return self.backend.list_evaluations(self._p, ref)
+
+    def evaluation(self, evaluation_id: str) -> EvaluationOut:
+        return self.backend.get_evaluation(self._p, evaluation_id)
+
+    def plot(self, result: EvaluationOut | ComparisonOut | str, name: str) -> bytes:
+        """A stored plot (PNG bytes) of an evaluation or comparison, e.g. ``"roc.png"``."""
+        from modelworks.registry.schemas import ComparisonOut
+
+        kind = "comparison" if isinstance(result, ComparisonOut) else "evaluation"
+        object_id = result if isinstance(result, str) else result.id
+        return self.backend.plot(self._p, kind, object_id, name)
+
+    def compare(
+        self,
+        name: str,
+        dataset: str,
+        *,
+        champion: str = "champion",
+        challenger: str = "challenger",
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        alpha: float = 0.05,
+        n_resamples: int = 1000,
+        seed: int = 0,
+    ) -> ComparisonOut:
+        """Champion vs challenger on the same rows: McNemar, DeLong and a paired bootstrap,
+        with a verdict and its p-value.
+
+        >>> cmp = ws.models.compare("churn", "churn@7")  # doctest: +SKIP
+        >>> cmp.verdict, cmp.p_value  # doctest: +SKIP
+        """
+        return self.backend.compare(
+            self._p, name, dataset, champion=champion, challenger=challenger, target=target,
+            ignore=ignore, alpha=alpha, n_resamples=n_resamples, seed=seed,
+        )  # fmt: skip
+
+    def comparisons(self, name: str) -> builtins.list[ComparisonOut]:
+        return self.backend.list_comparisons(self._p, name)
+
+    def explain(
+        self,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        max_rows: int = 2000,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Global importance (permutation, and SHAP where the model allows) on a sample of
+        ``dataset``, stored with the version."""
+        return self.backend.explain_global(
+            self._p, ref, dataset, target=target, ignore=ignore, max_rows=max_rows, seed=seed
+        )
+
+    def explain_rows(
+        self,
+        ref: str,
+        rows: Any,
+        *,
+        background: str | None = None,
+        class_index: int | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """SHAP values with the base value for each row (a DataFrame or a list of records).
+
+        >>> [e["contributions"][0] for e in ws.models.explain_rows("churn@3", frame.head(2))]
+        ... # doctest: +SKIP
+        """
+        import pandas as pd
+
+        records = rows.to_dict(orient="records") if isinstance(rows, pd.DataFrame) else rows
+        return self.backend.explain_rows(
+            self._p, ref, list(records), background=background, class_index=class_index
+        )
 
     # -- bytes
     def download(self, ref: str, dest: str | os.PathLike[str]) -> Path:

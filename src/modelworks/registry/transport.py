@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -145,21 +145,88 @@ class RegistryBackend(Protocol):
 
     def get_importance(self, project: str, ref: str) -> dict[str, Any]: ...
 
+    def evaluate(
+        self,
+        project: str,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        threshold: float = 0.5,
+        slice_by: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+        bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> EvaluationOut: ...
+
+    def list_evaluations(self, project: str, ref: str) -> list[EvaluationOut]: ...
+
+    def get_evaluation(self, project: str, evaluation_id: str) -> EvaluationOut: ...
+
+    def plot(self, project: str, kind: str, object_id: str, name: str) -> bytes: ...
+
+    def compare(
+        self,
+        project: str,
+        name: str,
+        dataset: str,
+        *,
+        champion: str = "champion",
+        challenger: str = "challenger",
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        alpha: float = 0.05,
+        n_resamples: int = 1000,
+        seed: int = 0,
+    ) -> ComparisonOut: ...
+
+    def list_comparisons(self, project: str, name: str) -> list[ComparisonOut]: ...
+
+    def get_comparison(self, project: str, comparison_id: str) -> ComparisonOut: ...
+
+    def explain_global(
+        self,
+        project: str,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        max_rows: int = 2000,
+        seed: int = 0,
+    ) -> dict[str, Any]: ...
+
+    def explain_rows(
+        self,
+        project: str,
+        ref: str,
+        rows: list[dict[str, Any]],
+        *,
+        background: str | None = None,
+        class_index: int | None = None,
+    ) -> list[dict[str, Any]]: ...
+
 
 _METHODS = frozenset(
     n for n, v in vars(RegistryBackend).items() if callable(v) and not n.startswith("_")
 )
+# Served by EvaluationService rather than RegistryService.
+_EVALUATION_METHODS = frozenset(
+    {"evaluate", "list_evaluations", "get_evaluation", "plot", "compare", "list_comparisons",
+     "get_comparison", "explain_global", "explain_rows"}
+)  # fmt: skip
 
 
 class EmbeddedRegistry:
     """The registry services with the principal bound: every call runs in this process."""
 
     def __init__(self, store: Store, principal: Principal) -> None:
-        from modelworks.registry.service import RegistryService
+        from modelworks.registry.evaluations import EvaluationService
 
         self.store = store
         self.principal = principal
-        self.service = RegistryService(store)
+        self.evaluations = EvaluationService(store)
+        self.service = self.evaluations.registry
 
     def card(self, project: str, ref: str) -> ModelCard:
         from modelworks.registry.card import model_card
@@ -169,7 +236,8 @@ class EmbeddedRegistry:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in _METHODS:
             raise AttributeError(name)
-        bound = functools.partial(getattr(self.service, name), self.principal)
+        owner = self.evaluations if name in _EVALUATION_METHODS else self.service
+        bound = functools.partial(getattr(owner, name), self.principal)
         setattr(self, name, bound)
         return bound
 
@@ -420,3 +488,94 @@ class RemoteRegistry:
 
     def get_importance(self, project: str, ref: str) -> dict[str, Any]:
         return dict(self._get(f"{self._v(project, ref)}/importance").json())
+
+    # -- evaluations, comparisons, explanations
+    def evaluate(
+        self,
+        project: str,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        threshold: float = 0.5,
+        slice_by: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+        bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> EvaluationOut:
+        body = {
+            "dataset": dataset, "target": target, "threshold": threshold,
+            "slice_by": list(slice_by), "ignore": list(ignore), "bootstrap": bootstrap,
+            "seed": seed,
+        }  # fmt: skip
+        resp = self._send("POST", f"{self._v(project, ref)}/evaluations", body)
+        return EvaluationOut.model_validate_json(resp.content)
+
+    def list_evaluations(self, project: str, ref: str) -> list[EvaluationOut]:
+        return _EVALUATIONS.validate_json(self._get(f"{self._v(project, ref)}/evaluations").content)
+
+    def get_evaluation(self, project: str, evaluation_id: str) -> EvaluationOut:
+        resp = self._get(f"{self._p(project)}/evaluations/{_seg(evaluation_id)}")
+        return EvaluationOut.model_validate_json(resp.content)
+
+    def plot(self, project: str, kind: str, object_id: str, name: str) -> bytes:
+        folder = "evaluations" if kind == "evaluation" else "comparisons"
+        resp = self._get(f"{self._p(project)}/{folder}/{_seg(object_id)}/plots/{_seg(name)}")
+        return resp.content
+
+    def compare(
+        self,
+        project: str,
+        name: str,
+        dataset: str,
+        *,
+        champion: str = "champion",
+        challenger: str = "challenger",
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        alpha: float = 0.05,
+        n_resamples: int = 1000,
+        seed: int = 0,
+    ) -> ComparisonOut:
+        body = {
+            "dataset": dataset, "champion": champion, "challenger": challenger,
+            "target": target, "ignore": list(ignore), "alpha": alpha,
+            "n_resamples": n_resamples, "seed": seed,
+        }  # fmt: skip
+        resp = self._send("POST", f"{self._p(project)}/models/{_seg(name)}/comparisons", body)
+        return ComparisonOut.model_validate_json(resp.content)
+
+    def list_comparisons(self, project: str, name: str) -> list[ComparisonOut]:
+        resp = self._get(f"{self._p(project)}/models/{_seg(name)}/comparisons")
+        return _COMPARISONS.validate_json(resp.content)
+
+    def get_comparison(self, project: str, comparison_id: str) -> ComparisonOut:
+        resp = self._get(f"{self._p(project)}/comparisons/{_seg(comparison_id)}")
+        return ComparisonOut.model_validate_json(resp.content)
+
+    def explain_global(
+        self,
+        project: str,
+        ref: str,
+        dataset: str,
+        *,
+        target: str | None = None,
+        ignore: Sequence[str] = (),
+        max_rows: int = 2000,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        body = {"dataset": dataset, "target": target, "ignore": list(ignore),
+                "max_rows": max_rows, "seed": seed}  # fmt: skip
+        return dict(self._send("POST", f"{self._v(project, ref)}/importance", body).json())
+
+    def explain_rows(
+        self,
+        project: str,
+        ref: str,
+        rows: list[dict[str, Any]],
+        *,
+        background: str | None = None,
+        class_index: int | None = None,
+    ) -> list[dict[str, Any]]:
+        body = {"rows": rows, "background": background, "class_index": class_index}
+        return list(self._send("POST", f"{self._v(project, ref)}/explain", body).json())
