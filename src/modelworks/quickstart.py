@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 EXPERIMENT = "quickstart"
 DATASET = "breast-cancer"
+HOLDOUT = "breast-cancer-holdout"
+MODEL = "breast-cancer"
 TIME_BUDGET_S = 20.0
 SEED = 42
 RUN_NAME = "automl"
@@ -31,6 +33,10 @@ class QuickstartResult(BaseModel):
     metrics: dict[str, float]
     best_family: str
     trials: int
+    model: str  # the registered version with the champion alias, e.g. breast-cancer@1
+    holdout: str  # the dataset version it was evaluated on
+    evaluation: dict[str, float]  # headline metrics of that evaluation
+    evaluation_id: str
     artifacts: list[str]
     mode: str  # embedded (the local store) or remote (a server, from MODELWORKS_URL)
     location: str  # MODELWORKS_HOME, or the server's URL
@@ -63,6 +69,8 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
         frame, test_size=0.2, stratify=frame["target"], random_state=SEED
     )
     train.attrs["modelworks.dataset"] = version.ref  # the rows come from this version
+    holdout = ws.datasets.ingest(test, HOLDOUT, message="held-out fifth of the quickstart data")
+    assert holdout is not None
 
     found = ws.automl.fit(
         train,
@@ -99,6 +107,15 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
         found.run_id, "report.json", json.dumps(report, default=float, indent=2).encode()
     )
 
+    # Into the registry: the winner becomes a model version, is evaluated on the held-out
+    # dataset version (metrics with bootstrap intervals, plots), and gets the champion alias.
+    registered = ws.models.register(MODEL, run=found.run_id, description="quickstart AutoML")
+    evaluation = ws.evaluate(registered.ref, holdout.ref, target="target")
+    ws.models.set_alias(MODEL, "champion", registered.version, reason="quickstart")
+    headline = ("accuracy", "f1", "roc_auc", "log_loss")
+    evaluated = {k: float(evaluation.result["metrics"][k]) for k in headline
+                 if k in evaluation.result["metrics"]}  # fmt: skip
+
     mode = ws.mode
     described = get_settings().describe()
     embedded = mode == "embedded"
@@ -112,6 +129,10 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
         metrics=final,
         best_family=found.best.family,
         trials=len(found.leaderboard),
+        model=f"{MODEL}@champion (version {registered.version})",
+        holdout=holdout.ref,
+        evaluation=evaluated,
+        evaluation_id=evaluation.id,
         artifacts=[
             "model/",
             "leaderboard.csv",
@@ -145,6 +166,11 @@ def print_summary(result: QuickstartResult) -> None:
     for key, value in result.metrics.items():
         table.add_row(key, fmt(value))
     table.add_row("Artifacts", ", ".join(result.artifacts))
+    table.add_row("Registered", escape(result.model))
+    table.add_row(
+        f"Evaluated on {escape(result.holdout)}",
+        ", ".join(f"{k} {fmt(v)}" for k, v in result.evaluation.items()),
+    )
     if result.mode == "embedded":
         table.add_row("Store", escape(result.location))
         table.add_row("Database", escape(str(result.database_url)))
@@ -162,6 +188,8 @@ def print_summary(result: QuickstartResult) -> None:
         f"  modelworks runs list {result.experiment} --order-by 'metrics.roc_auc DESC'"
         "   (every AutoML trial is a run)\n"
         f"  modelworks automl {result.dataset} --target target --time-budget 60\n"
+        f"  modelworks models card {MODEL}@champion\n"
+        f"  modelworks models explain {MODEL}@champion --dataset {result.holdout}\n"
         f'  python -c "import modelworks as mw; '
         f"print(mw.load_model(None, '{result.run_id}'))\"\n"
         "\n[bold]Open the web UI[/bold]\n"

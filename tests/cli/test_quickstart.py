@@ -68,6 +68,19 @@ def test_quickstart_finds_a_model_with_automl_and_tracks_it(
     report = json.loads(svc.read_artifact(me, run.id, "report.json"))
     assert report["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
 
+    # The winner is registered, evaluated on the held-out dataset version (the same rows the
+    # run scored, so the same accuracy) and holds the champion alias.
+    from modelworks.registry.evaluations import EvaluationService
+
+    evals = EvaluationService(store)
+    champion = evals.registry.get_version(me, "default", "breast-cancer@champion")
+    assert champion.run_id == run.id and summary["holdout"] == "breast-cancer-holdout@1"
+    [evaluation] = evals.list_evaluations(me, "default", champion.ref)
+    assert evaluation.id == summary["evaluation_id"]
+    assert evaluation.result["n_rows"] == 114
+    assert summary["evaluation"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+    assert summary["evaluation"]["roc_auc"] == pytest.approx(summary["metrics"]["roc_auc"])
+
 
 def test_quickstart_tells_what_to_do_next() -> None:
     result = runner.invoke(app, ["quickstart"])

@@ -496,3 +496,169 @@ def _json_arg(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}.") from None
+
+
+# ---- evaluation, comparison, explanation -------------------------------------------------------
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="A dataset version: NAME@N.")]
+TargetOpt = Annotated[
+    str | None, typer.Option(help="The column with true values (default: the trained target).")
+]
+IgnoreOpt = Annotated[
+    list[str] | None, typer.Option(help="A dataset column that is not a model input (repeatable).")
+]
+
+
+def _save_plots(ws: Any, result: Any, folder: Path | None) -> list[Path]:
+    if folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in result.plots:
+        path = folder / name
+        path.write_bytes(ws.models.plot(result, name))
+        written.append(path)
+    return written
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+    ref: RefArg,
+    dataset: DatasetOpt,
+    target: TargetOpt = None,
+    threshold: Annotated[float, typer.Option(min=0, max=1, help="Decision threshold.")] = 0.5,
+    slice_by: Annotated[
+        list[str] | None, typer.Option("--slice-by", help="Metrics per value of this column.")
+    ] = None,
+    ignore: IgnoreOpt = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")] = 1000,
+    plots: Annotated[Path | None, typer.Option(help="Also write the plots (PNG) here.")] = None,
+    project: ProjectOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a model version on a dataset version and store the result.
+
+    Classification: accuracy, precision/recall/F1 (per class, micro, macro, weighted), ROC
+    and PR AUC, log loss, Brier, the confusion matrix and a threshold sweep; regression:
+    RMSE, MAE, MAPE, R2 and residuals. Bootstrap intervals for the headline metrics.
+
+    Example:
+      modelworks models evaluate churn@champion --dataset churn@7 --slice-by country
+    """
+    with mw.connect(project=project) as ws:
+        ev = ws.models.evaluate(
+            ref, dataset, target=target, threshold=threshold, slice_by=slice_by or [],
+            ignore=ignore or [], bootstrap=bootstrap,
+        )  # fmt: skip
+        written = _save_plots(ws, ev, plots)
+
+    def render() -> None:
+        metrics = ev.result.get("metrics", {})
+        intervals = ev.result.get("intervals", {})
+        rows = [
+            {"metric": k, "value": v,
+             "interval": "{:.4g} - {:.4g}".format(*intervals[k]) if k in intervals else ""}
+            for k, v in metrics.items()
+        ]  # fmt: skip
+        print_table(
+            rows, [("metric", "Metric"), ("value", "Value"), ("interval", "95% interval")],
+            title=f"{ev.ref} on {ev.dataset} ({ev.result.get('n_rows')} rows)",
+        )  # fmt: skip
+        worst = ev.result.get("worst_slices") or []
+        if worst:
+            print_table(
+                [{**w, "metrics": w.get("metrics")} for w in worst],
+                [("column", "Column"), ("value", "Value"), ("n", "Rows"), ("metrics", "Metrics")],
+                title="Weakest slices",
+            )
+        for path in written:
+            done(f"Wrote {path}")
+        done(f"Stored evaluation {ev.id}.")
+
+    emit(ev, as_json, render)
+
+
+@models_app.command("compare")
+def models_compare(
+    name: NameArg,
+    dataset: DatasetOpt,
+    champion: Annotated[str, typer.Option(help="Alias, version or ref.")] = "champion",
+    challenger: Annotated[str, typer.Option(help="Alias, version or ref.")] = "challenger",
+    target: TargetOpt = None,
+    ignore: IgnoreOpt = None,
+    alpha: Annotated[float, typer.Option(min=0.0001, max=0.5, help="Significance level.")] = 0.05,
+    plots: Annotated[Path | None, typer.Option(help="Also write the plot (PNG) here.")] = None,
+    project: ProjectOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Champion vs challenger on the same rows, with paired tests and a verdict.
+
+    McNemar's test on accuracy, DeLong's on ROC AUC (binary), a paired bootstrap on the
+    headline metric.
+
+    Example:
+      modelworks models compare churn --dataset churn@7
+      modelworks models compare churn --dataset churn@7 --champion 3 --challenger 5
+    """
+    with mw.connect(project=project) as ws:
+        cmp = ws.models.compare(
+            name, dataset, champion=champion, challenger=challenger, target=target,
+            ignore=ignore or [], alpha=alpha,
+        )  # fmt: skip
+        written = _save_plots(ws, cmp, plots)
+
+    def render() -> None:
+        print_table(
+            cmp.result.get("tests", []),
+            [("name", "Test"), ("metric", "Metric"), ("champion", "Champion"),
+             ("challenger", "Challenger"), ("diff", "Diff"), ("p_value", "p-value")],
+            title=f"{cmp.champion} vs {cmp.challenger} on {cmp.dataset}",
+        )  # fmt: skip
+        typer.echo(cmp.result.get("summary", cmp.verdict))
+        for path in written:
+            done(f"Wrote {path}")
+
+    emit(cmp, as_json, render)
+
+
+@models_app.command("explain")
+def models_explain(
+    ref: RefArg,
+    dataset: DatasetOpt,
+    target: TargetOpt = None,
+    ignore: IgnoreOpt = None,
+    max_rows: Annotated[int, typer.Option(min=10, help="Rows sampled from the dataset.")] = 2000,
+    row: Annotated[
+        str | None, typer.Option(help="Explain one prediction instead: the row as JSON.")
+    ] = None,
+    project: ProjectOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Global feature importance (permutation and SHAP), stored with the version.
+
+    With --row, the SHAP values of that one prediction instead (the dataset gives the
+    baseline rows).
+
+    Example:
+      modelworks models explain churn@champion --dataset churn@7
+      modelworks models explain churn@champion -d churn@7 --row '{"tenure": 3, "plan": "basic"}'
+    """
+    with mw.connect(project=project) as ws:
+        if row is not None:
+            record = _json_arg(row, "--row")
+            if not isinstance(record, dict):
+                raise InvalidInput("--row takes one JSON object, e.g. '{\"tenure\": 3}'.")
+            [out] = ws.models.explain_rows(ref, [record], background=dataset)
+            emit(out, as_json, lambda: print_table(
+                out["contributions"],
+                [("feature", "Feature"), ("value", "Value"), ("shap_value", "SHAP value")],
+                title=f"{ref}: {out['output']} {out['prediction']:.4g} "
+                f"(base {out['base_value']:.4g})",
+            ))  # fmt: skip
+            return
+        imp = ws.models.explain(ref, dataset, target=target, ignore=ignore or [], max_rows=max_rows)
+    emit(imp, as_json, lambda: print_table(
+        imp["features"],
+        [("name", "Feature"), ("permutation_mean", "Permutation"),
+         ("permutation_std", "± std"), ("shap_mean_abs", "Mean |SHAP|")],
+        title=f"Importance of {ref} on {imp.get('dataset')}",
+    ))  # fmt: skip
