@@ -65,6 +65,8 @@ AGNOSTIC_ROWS = 200
 """Default cap on the rows the model-agnostic explainer explains for global importance."""
 PERMUTATIONS = 10
 """Antithetic feature orders the permutation explainer tries per row by default."""
+GLOBAL_PERMUTATIONS = 3
+"""Fewer for global importance: its mean over many rows averages the estimates' noise."""
 TASKS = ("binary", "multiclass", "regression")
 METHODS = ("permutation", "shap")
 TREE = "shap.TreeExplainer"
@@ -620,13 +622,14 @@ def _agnostic(
     *,
     max_evals: int | None,
     seed: int,
+    permutations: int = PERMUTATIONS,
 ) -> _Raw:
     import shap
 
     n_features = frame.shape[1]
     least = 2 * n_features + 1
     if max_evals is None:
-        max_evals = PERMUTATIONS * least
+        max_evals = permutations * least
     elif max_evals < least:
         raise InvalidInput(
             f"max_evals={max_evals} is too low: the permutation explainer needs at least "
@@ -653,7 +656,7 @@ def _agnostic(
         f"{orders} antithetic feature orders per row"
         + (
             "; the Shapley values are estimates (they add up exactly to the prediction "
-            "minus the base value). Raise max_evals for closer ones."
+            "minus the base value)."
             if approximate
             else "."
         )
@@ -670,6 +673,7 @@ def _explain(
     max_evals: int | None,
     seed: int,
     agnostic_rows: int | None = None,
+    permutations: int = PERMUTATIONS,
 ) -> _Raw:
     """SHAP values of ``frame`` by the best path for the model (see the module docstring)."""
     notes: list[str] = []
@@ -720,7 +724,9 @@ def _explain(
             "rows (raise max_agnostic_rows for more, at a cost in time)."
         )
         frame = frame.iloc[:agnostic_rows]
-    raw = _agnostic(model, frame, background, max_evals=max_evals, seed=seed)
+    raw = _agnostic(
+        model, frame, background, max_evals=max_evals, seed=seed, permutations=permutations
+    )
     raw.notes = notes + raw.notes
     return raw
 
@@ -791,6 +797,8 @@ def explain_rows(
     resolved.settle_classes(frame)
     _check_class_index(resolved, class_index)  # before the work, where the model says enough
     raw = _explain(resolved, frame, bg_frame, max_evals=max_evals, seed=seed)
+    if raw.approximate:
+        raw.notes.append("Raise max_evals for closer estimates, at a cost in time.")
     n_out = raw.values.shape[2]
     if class_index is not None:
         if not resolved.is_classifier and n_out == 1:
@@ -850,7 +858,8 @@ def _target(y: ArrayLike, n: int, model: _Model) -> np.ndarray[Any, Any]:
         unknown = [v for v in pd.unique(target) if plain(v) not in known]
         if unknown:
             raise InvalidInput(
-                f"y holds labels the model does not know: {', '.join(map(repr, unknown[:5]))}; "
+                f"y holds labels the model does not know: "
+                f"{', '.join(_describe(v) for v in unknown[:5])}; "
                 f"its classes are {model.classes}."
             )
     return target
@@ -996,6 +1005,7 @@ def global_importance(
             max_evals=None,
             seed=seed,
             agnostic_rows=max_agnostic_rows,
+            permutations=GLOBAL_PERMUTATIONS,
         )
         shap_abs = _mean_abs(raw, resolved.task)
         method_used["shap"] = raw.method
