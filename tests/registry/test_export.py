@@ -7,6 +7,7 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,10 +35,15 @@ def data() -> tuple[pd.DataFrame, pd.Series]:
     return X, y.iloc[:200]
 
 
-@pytest.fixture
-def package(tmp_path: Path, data: tuple[pd.DataFrame, pd.Series]) -> Path:
+@pytest.fixture(scope="module")
+def model(data: tuple[pd.DataFrame, pd.Series]) -> LogisticRegression:
     X, y = data
-    model = LogisticRegression(max_iter=1000).fit(X, y)
+    return LogisticRegression(max_iter=5000).fit(X, y)
+
+
+@pytest.fixture
+def package(tmp_path: Path, data: tuple[pd.DataFrame, pd.Series], model: Any) -> Path:
+    X, _ = data
     save_package(model, tmp_path / "pkg", input_example=X.head(), metrics={"auc": 0.9})
     return tmp_path / "pkg"
 
@@ -208,7 +214,9 @@ def test_import_bounds_the_unpacked_size(package: Path, tmp_path: Path) -> None:
     archive = export_tarball(package, tmp_path / "good.tar.gz")
     with pytest.raises(PayloadTooLarge, match=r"unpacks to more than 1000 bytes"):
         import_package(archive, tmp_path / "dest", max_bytes=1000)
-    with pytest.raises(PayloadTooLarge, match=r"has 5 entries; .* at most 3"):
+    with pytest.raises(
+        PayloadTooLarge, match=r"has more than 3 entries, the limit for a package archive"
+    ):
         import_package(archive, tmp_path / "dest", max_members=3)
     assert not (tmp_path / "dest").exists()
 
@@ -279,3 +287,13 @@ def test_deployable_refuses_bad_arguments(package: Path, tmp_path: Path) -> None
     with pytest.raises(InvalidInput, match=r"version must be a positive integer or None; got 0"):
         build_deployable(package, tmp_path / "d", model_name="churn", version=0)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_folder_with_a_link_is_refused(package: Path, tmp_path: Path) -> None:
+    (package / "model" / "model.skops").rename(tmp_path / "elsewhere.skops")
+    (package / "model" / "model.skops").symlink_to(tmp_path / "elsewhere.skops")
+    with pytest.raises(CorruptData, match=r"model\.skops is a symbolic link; a model package"):
+        import_package(package, tmp_path / "dest")
+    with pytest.raises(CorruptData, match=r"model\.skops is a symbolic link"):
+        export_tarball(package, tmp_path / "out.tar.gz")
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "out.tar.gz").exists()

@@ -137,8 +137,8 @@ def test_pipeline_with_column_transformer(mixed: Data, tmp_path: Path, estimator
     X, y = mixed
     final: Any = {
         "logistic": LogisticRegression(max_iter=5000),
-        "lightgbm": lgb.LGBMClassifier(n_estimators=20, verbose=-1),
-        "xgboost": xgb.XGBClassifier(n_estimators=20),
+        "lightgbm": lgb.LGBMClassifier(n_estimators=20, verbose=-1, n_jobs=1),
+        "xgboost": xgb.XGBClassifier(n_estimators=20, n_jobs=1),
     }[estimator]
     target = y if estimator != "xgboost" else (y == "malignant").astype(int)  # XGBoost: 0..K-1
     # Trees take the numbers as they are. (XGBoost after a StandardScaler is refused: ONNX
@@ -190,7 +190,7 @@ def test_lightgbm_classifier(binary: Data, tmp_path: Path) -> None:
     import lightgbm as lgb
 
     X, y = binary
-    model = lgb.LGBMClassifier(n_estimators=40, num_leaves=8, verbose=-1).fit(X, y)
+    model = lgb.LGBMClassifier(n_estimators=40, num_leaves=8, verbose=-1, n_jobs=1).fit(X, y)
     src = _package(model, X, tmp_path / "pkg")
     meta = export_onnx(src, tmp_path / "onnx", sample=X)
     assert meta.flavor == "lightgbm" and meta.onnx is not None
@@ -204,7 +204,9 @@ def test_xgboost_regressor(regression: Data, tmp_path: Path) -> None:
     import xgboost as xgb
 
     X, y = regression
-    src = _package(xgb.XGBRegressor(n_estimators=40, max_depth=4).fit(X, y), X, tmp_path / "p")
+    src = _package(
+        xgb.XGBRegressor(n_estimators=40, max_depth=4, n_jobs=1).fit(X, y), X, tmp_path / "p"
+    )
     meta = export_onnx(src, tmp_path / "onnx", sample=X)
     assert meta.onnx is not None and meta.onnx["outputs"] == {"values": "variable"}
     onnx = load_onnx(tmp_path / "onnx")
@@ -219,7 +221,7 @@ def test_a_mismatch_beyond_tolerance_is_refused(regression: Data, tmp_path: Path
     import xgboost as xgb
 
     X, y = regression
-    src = _package(xgb.XGBRegressor(n_estimators=40).fit(X, y), X, tmp_path / "pkg")
+    src = _package(xgb.XGBRegressor(n_estimators=40, n_jobs=1).fit(X, y), X, tmp_path / "pkg")
     # float32 ONNX trees sum leaves in another order than XGBoost: exact equality fails
     with pytest.raises(
         InvalidInput,
@@ -270,7 +272,7 @@ def test_string_columns_need_a_column_transformer(mixed: Data, tmp_path: Path) -
 
     X, y = mixed
     X = X.assign(colour=X["colour"].astype("category"))
-    model = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, y)
+    model = lgb.LGBMClassifier(n_estimators=5, verbose=-1, n_jobs=1).fit(X, y)
     src = _package(model, X, tmp_path / "pkg")
     with pytest.raises(
         InvalidInput, match=r"cannot be exported to ONNX: it takes the string columns 'colour'"
@@ -332,3 +334,19 @@ def test_onnx_package_travels_and_deploys(binary: Data, tmp_path: Path) -> None:
     requirements = (out / "requirements.txt").read_text().splitlines()
     assert f"onnxruntime=={onnxruntime.__version__}" in requirements
     assert (out / "package" / "onnx" / "model.onnx").is_file()
+
+
+def test_a_classifier_without_probabilities(multiclass: Data, tmp_path: Path) -> None:
+    from sklearn.svm import LinearSVC
+
+    X, y = multiclass
+    src = _package(LinearSVC().fit(X, y), X, tmp_path / "pkg")
+    meta = export_onnx(src, tmp_path / "onnx", sample=X)
+    assert meta.onnx is not None and meta.onnx["outputs"] == {
+        "label": "label",
+        "scores": "probabilities",
+    }
+    onnx = load_onnx(tmp_path / "onnx")
+    np.testing.assert_array_equal(onnx.predict(X), load_package(src).predict(X))
+    with pytest.raises(InvalidInput, match=r"This ONNX model has no class probabilities"):
+        onnx.predict_proba(X)

@@ -64,7 +64,6 @@ DEFAULT_MAX_MEMBERS = 100_000
 DEPLOY_PACKAGE_DIR = "package"
 CONTAINER_PACKAGE_DIR = "/opt/model/package"
 HEALTH_PATH = "/v2/health/ready"
-_CHUNK = 1 << 20
 # The registry's rule for model names (registry/refs.py): safe in image labels and tags.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.!+_-]*)$")
@@ -95,12 +94,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _publish(tmp: Path, dest: Path) -> None:
+def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
     """Rename ``tmp`` to ``dest``; what was at ``dest`` is moved aside first, put back if the
     rename fails, and deleted once the new one is in place."""
     if not (dest.exists() or dest.is_symlink()):
-        os.replace(tmp, dest)
+        os.replace(tmp, dest)  # a folder never lands on one that appeared meanwhile: ENOTEMPTY
         return
+    _check_dest(dest, overwrite)  # again: something may have been written there meanwhile
     if tmp.is_file() and dest.is_file() and not dest.is_symlink():
         os.replace(tmp, dest)  # a file over a file is one atomic step
         return
@@ -125,7 +125,7 @@ def _staged(dest: Path, *, overwrite: bool, kind: str = "dir") -> Iterator[Path]
         tmp.mkdir()
     try:
         yield tmp
-        _publish(tmp, dest)
+        _publish(tmp, dest, overwrite)
     except BaseException:
         _remove(tmp)
         raise
@@ -269,17 +269,21 @@ def _unsafe(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _check_members(
-    members: list[tarfile.TarInfo], archive: Path, max_bytes: int, max_members: int
-) -> None:
-    if len(members) > max_members:
-        raise PayloadTooLarge(
-            f"{archive} has {len(members)} entries; a package archive may have at most "
-            f"{max_members}. Pass a larger max_members= if this archive is yours."
-        )
+def _checked_members(
+    tar: tarfile.TarFile, archive: Path, max_bytes: int, max_members: int
+) -> list[tarfile.TarInfo]:
+    """Every entry of ``tar``, each checked as it is read (so a hostile archive is refused
+    before its headers fill memory)."""
+    members: list[tarfile.TarInfo] = []
     seen: set[str] = set()
     total = 0
-    for member in members:
+    for member in tar:
+        members.append(member)
+        if len(members) > max_members:
+            raise PayloadTooLarge(
+                f"{archive} has more than {max_members} entries, the limit for a package "
+                "archive. Pass a larger max_members= if this archive is yours."
+            )
         reason = _unsafe(member)
         if reason:
             raise CorruptData(
@@ -301,6 +305,7 @@ def _check_members(
                 f"{archive} unpacks to more than {max_bytes} bytes, the limit for a package "
                 "archive. Pass a larger max_bytes= if this archive is yours."
             )
+    return members
 
 
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
@@ -309,8 +314,7 @@ _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 def _extract(archive: Path, into: Path, max_bytes: int, max_members: int) -> None:
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
-            members = tar.getmembers()
-            _check_members(members, archive, max_bytes, max_members)
+            members = _checked_members(tar, archive, max_bytes, max_members)
             tar.extractall(into, members=members, filter="data")
     except _ARCHIVE_ERRORS as exc:
         raise CorruptData(
@@ -373,7 +377,7 @@ def import_package(
                 "download the package again.",
                 files=files,
             ) from exc
-        _publish(root, target)
+        _publish(root, target, overwrite)
     finally:
         _remove(work)
     return meta

@@ -342,17 +342,25 @@ def _convert(model: Any, inputs: list[dict[str, Any]], opset: int, classifier: b
         "string": StringTensorType,
     }
     initial = [(i["name"], tensor_types[i["type"]]([None, i.get("width", 1)])) for i in inputs]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # converter chatter; the parity check decides
-            return convert_sklearn(
-                model,
-                initial_types=initial,
-                options={"zipmap": False} if classifier else None,
-                target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
-            )
-    except Exception as exc:  # the converters raise many types; each means "cannot convert"
-        raise _NotExportable(_conversion_failure(exc)) from exc
+    # Plain tensors out, not ZipMap's list of dicts; classifiers that only give scores
+    # (LinearSVC) have no zipmap option and are converted without it.
+    attempts = [{"zipmap": False}, None] if classifier else [None]
+    for options in attempts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # converter chatter; the parity check decides
+                return convert_sklearn(
+                    model,
+                    initial_types=initial,
+                    options=options,
+                    target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
+                )
+        except NameError as exc:
+            if options is None or "'zipmap'" not in str(exc):
+                raise _NotExportable(_conversion_failure(exc)) from exc
+        except Exception as exc:  # the converters raise many types; each means "cannot convert"
+            raise _NotExportable(_conversion_failure(exc)) from exc
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _session(model_bytes: bytes) -> Any:
