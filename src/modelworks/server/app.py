@@ -62,6 +62,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     from modelworks.governance.api import router as governance_router
     from modelworks.registry.api import UPLOAD_PATH as PACKAGE_UPLOAD_PATH
     from modelworks.registry.api import router as registry_router
+    from modelworks.registry.ui import router as registry_ui_router
     from modelworks.server.ui import router as ui_router
     from modelworks.tracking.api import router as tracking_router
     from modelworks.training.api import router as training_router
@@ -77,6 +78,7 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(registry_router)
     app.include_router(ui_router)
     app.include_router(training_ui_router)
+    app.include_router(registry_ui_router)
     from modelworks.server.ui import mount_static
 
     mount_static(app)

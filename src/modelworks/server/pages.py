@@ -71,7 +71,7 @@ AREAS = (
     Area("training", "Training", "AutoML studies, experiment sweeps and compute backends."),
     Area("jobs", "Jobs", "Training, AutoML and other queued jobs, with their logs.", live=True),
     Area("evaluation", "Evaluation", "Evaluation reports, plots, comparisons and explanations."),
-    Area("models", "Models", "Registered models, versions, aliases and lineage."),
+    Area("models", "Models", "Registered models, versions, aliases and lineage.", live=True),
     Area("deployments", "Deployments", "Online and batch deployments, traffic splits."),
     Area("monitoring", "Monitoring", "Prediction logs, drift, performance and alerts."),
     Area("pipelines", "Pipelines", "Pipelines, schedules, triggers and promotion gates."),
