@@ -365,8 +365,10 @@ def test_bad_rows_and_arguments_are_refused(
         explain_rows(lgbm, X.head(0))
     with pytest.raises(InvalidInput, match=r"must be a pandas DataFrame.*got list"):
         explain_rows(lgbm, [[1.0, 2.0, 3.0, 4.0]])
-    with pytest.raises(InvalidInput, match=r"needs background rows.*pass background="):
+    with pytest.raises(InvalidInput, match=r"explained against background rows.*background="):
         explain_rows(automl_package, frame.head(1))
+    with pytest.raises(InvalidInput, match=r"Ridge is explained against background rows"):
+        explain_rows(Ridge().fit(X, X["f0"]), X.head(1))
     with pytest.raises(InvalidInput, match=r"max_evals=3 is too low.*at least 2 x 3 features"):
         explain_rows(automl_package, frame.head(2), max_evals=3)
     with pytest.raises(InvalidInput, match=r"class_index=2 is out of range.*0: 'churn'"):
@@ -397,3 +399,21 @@ def test_without_y_permutation_importance_is_skipped_with_a_note(
     assert imp.features[0].name == "f0"
     assert all(f.permutation_mean is None for f in imp.features)
     assert any("needs y" in note for note in imp.notes)
+
+
+def test_a_pytorch_package_with_a_tensor_signature(tmp_path: Path, X: pd.DataFrame) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    with torch.no_grad():  # f0 alone matters
+        net[0].weight[:, 1:] = 0.0
+    inputs = X.astype(np.float32)
+    save_package(net, tmp_path / "net", input_example=inputs.head(8).to_numpy())
+    pkg = load_package(tmp_path / "net")
+    assert pkg.signature is not None and pkg.signature.is_tensor
+    rows = explain_rows(pkg, inputs.head(3), background=inputs)
+    assert_additive(rows, pkg.predict(inputs.head(3).to_numpy()))
+    assert {(r.output, r.method) for r in rows} == {("value", "shap.PermutationExplainer")}
+    assert [c.shap_value for c in rows[0].contributions[1:]] == [0.0, 0.0, 0.0]
+    with pytest.raises(InvalidInput, match=r"rows has 3 columns; the model takes 4"):
+        explain_rows(pkg, inputs.head(3).drop(columns="f3"), background=inputs)

@@ -23,7 +23,8 @@ changes what "a feature" is, and correctness comes first.
 >>> imp.features[0].name  # doctest: +SKIP
 'tenure'
 >>> [row] = explain_rows(pkg, X_test.head(1), background=X_train)  # doctest: +SKIP
->>> row.base_value + sum(c.shap_value for c in row.contributions)  # == row.prediction
+>>> row.base_value + sum(c.shap_value for c in row.contributions)  # doctest: +SKIP
+0.8123  # == row.prediction
 """
 
 # ruff: noqa: N803, N806 - X is the usual name for a feature matrix.
@@ -31,6 +32,7 @@ changes what "a feature" is, and correctness comes first.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,7 +63,7 @@ __all__ = [
 
 BACKGROUND_ROWS = 100
 """At most this many background rows for the model-agnostic and linear explainers."""
-AGNOSTIC_ROWS = 200
+AGNOSTIC_ROWS = 100
 """Default cap on the rows the model-agnostic explainer explains for global importance."""
 PERMUTATIONS = 10
 """Antithetic feature orders the permutation explainer tries per row by default."""
@@ -285,7 +287,8 @@ class _Model:
         width = self.n_features
         if width is not None and frame.shape[1] != width:
             raise InvalidInput(f"{what} has {frame.shape[1]} columns; the model takes {width}.")
-        extra = [str(c) for c in data.columns if str(c) not in set(map(str, frame.columns))]
+        kept = {str(c) for c in frame.columns}
+        extra = [str(c) for c in data.columns if str(c) not in kept]
         if extra:
             notes.append(
                 f"Columns the model does not take were left out of {what}: "
@@ -311,9 +314,11 @@ class _Model:
                 import xgboost as xgb
 
                 out = est.predict(xgb.DMatrix(data, enable_categorical=True))
+            elif _is_lgb_booster(est):  # probabilities of a classifier, values otherwise
+                out = est.predict(data)
             elif self.is_classifier and hasattr(est, "predict_proba"):
                 out = est.predict_proba(data)
-            elif self.flavor is not None:  # boosters, torch and keras modules
+            elif self.flavor is not None:  # torch and keras modules
                 out = self.flavor.predict(est, data)
             else:
                 out = est.predict(data)
@@ -596,16 +601,21 @@ class _Codec:
         return pd.DataFrame(data, columns=self.columns)
 
 
+_GLOBAL_RANDOM = threading.Lock()
+
+
 @contextmanager
 def _numpy_seed(seed: int) -> Iterator[None]:
     """shap's permutation explainer seeds and draws from NumPy's global generator: give it
-    ``seed`` and put the caller's generator state back afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+    ``seed`` and put the caller's generator state back afterwards. One explanation at a
+    time holds it, so explanations in threads of one server stay reproducible."""
+    with _GLOBAL_RANDOM:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -693,7 +703,13 @@ def _explain(
                     "background rows were not needed."
                 )
             return raw
-    elif not model.tensor and _is_linear(est) and model.task != "other":
+    if background is None and len(frame) < 2:
+        raise InvalidInput(
+            f"A {type(est).__name__} is explained against background rows (the average it "
+            "is compared with): pass background= (a sample of the training data), or "
+            "explain at least 2 rows at once."
+        )
+    if not model.tensor and _is_linear(est) and model.task != "other":
         reference = _sample(frame if background is None else background, BACKGROUND_ROWS, seed)
         try:
             raw = _linear(model, frame, reference)
@@ -707,12 +723,6 @@ def _explain(
                 raw.notes.append("No background was given: the explained rows stand in for it.")
             return raw
     if background is None:
-        if len(frame) < 2:
-            raise InvalidInput(
-                f"A {type(est).__name__} is explained model-agnostically, which needs "
-                "background rows to compare with: pass background= (a sample of the "
-                "training data), or explain at least 2 rows at once."
-            )
         background = frame
         notes.append(
             "No background was given: the explained rows stand in for it; pass "
@@ -786,8 +796,9 @@ def explain_rows(
     classes): by default the positive class of a binary model and each row's predicted
     class of a multiclass one. ``background`` (rows of training data, at most 100 used)
     is what model-agnostic and linear explanations compare with; without it the rows
-    themselves are used, which needs at least two. ``max_evals`` (model-agnostic only)
-    is the number of model evaluations per row; more gives closer estimates.
+    themselves are used, which needs at least two; TreeExplainer needs none (it follows
+    the trees' own paths). ``max_evals`` (model-agnostic only) is the number of model
+    evaluations per row, at least ``2 * features + 1``; more gives closer estimates.
     """
     resolved = _resolve(model)
     frame, notes = resolved.prepare(rows, "rows")
@@ -799,6 +810,8 @@ def explain_rows(
     raw = _explain(resolved, frame, bg_frame, max_evals=max_evals, seed=seed)
     if raw.approximate:
         raw.notes.append("Raise max_evals for closer estimates, at a cost in time.")
+    if max_evals is not None and raw.method != AGNOSTIC:
+        raw.notes.append(f"{raw.method} is exact; max_evals was not needed.")
     n_out = raw.values.shape[2]
     if class_index is not None:
         if not resolved.is_classifier and n_out == 1:
