@@ -30,6 +30,7 @@ from modelworks.core.store import Store
 from modelworks.data.service import DataService
 from modelworks.data.sources.frames import FrameSource
 from modelworks.evaluation.metrics import evaluate_predictions
+from modelworks.evaluation.stats import ComparisonResult, TestResult
 from modelworks.governance.service import GovernanceService
 from modelworks.registry.evaluations import EvaluationService
 from modelworks.registry.models import ModelComparison, ModelEvaluation
@@ -113,43 +114,39 @@ def store_evaluation(
     return row_id
 
 
-COMPARISON_RESULT: dict[str, Any] = {
-    "task": "binary",
-    "n_rows": 169,
-    "alpha": 0.05,
-    "metrics": {
-        "champion": {"accuracy": 0.91, "roc_auc": 0.95},
-        "challenger": {"accuracy": 0.93, "roc_auc": 0.97},
-    },
-    "tests": [
-        {
-            "name": "mcnemar",
-            "metric": "accuracy",
-            "champion": 0.91,
-            "challenger": 0.93,
-            "diff": 0.02,
-            "statistic": 4.5,
-            "p_value": 0.0339,
-            "ci": [0.001, 0.04],
-            "significant": True,
-        },
-        {
-            "name": "delong",
-            "metric": "roc_auc",
-            "champion": 0.95,
-            "challenger": 0.97,
-            "diff": 0.02,
-            "statistic": 1.2,
-            "p_value": 0.23,
-            "ci": [-0.01, 0.05],
-            "significant": False,
-        },
+COMPARISON_RESULT: dict[str, Any] = ComparisonResult(
+    task="binary",
+    n_rows=169,
+    headline="f1",
+    champion_metrics={"accuracy": 0.91, "f1": 0.9, "roc_auc": 0.95},
+    challenger_metrics={"accuracy": 0.93, "f1": 0.92, "roc_auc": 0.97},
+    tests=[
+        TestResult(
+            name="mcnemar",
+            metric="accuracy",
+            champion=0.91,
+            challenger=0.93,
+            diff=0.02,
+            statistic=4.5,
+            p_value=0.0339,
+        ),
+        TestResult(
+            name="delong",
+            metric="roc_auc",
+            champion=0.95,
+            challenger=0.97,
+            diff=0.02,
+            statistic=1.2,
+            p_value=0.23,
+            ci_low=-0.01,
+            ci_high=0.05,
+        ),
     ],
-    "verdict": "challenger_better",
-    "p_value": 0.0339,
-    "summary": f"churn@2 beats churn@1 on accuracy {XSS}",
-    "notes": [],
-}
+    verdict="challenger_better",
+    p_value=0.0339,
+    summary=f"churn@2 beats churn@1 on accuracy {XSS}",
+    alpha=0.05,
+).model_dump(mode="json")
 
 
 def store_comparison(store: Store, registry: RegistryService, admin: Principal) -> str:
@@ -449,7 +446,7 @@ def test_explaining_a_row_draws_its_contributions(world: World) -> None:
     row = world.holdout.drop(columns=["target"]).iloc[0].to_dict()
     resp = world.client.post(
         "/projects/p1/models/churn/versions/1/explain",
-        data={"record": json.dumps(row)},
+        data={"record": json.dumps(row), "background": "holdout@1"},
         headers=world.viewer_headers,  # explaining reads: viewers may
     )
     assert resp.status_code == 200
@@ -485,6 +482,19 @@ def test_the_explain_form_is_prefilled_with_the_models_inputs(world: World) -> N
     record = json.loads(html.unescape(area.group(1)))
     expected = world.holdout.drop(columns=["target"]).iloc[0].to_dict()
     assert record == pytest.approx(expected)  # the first row of the evaluated dataset
+    # ... which is also the background the base value averages over.
+    assert re.search(r'<input id="explain-background" name="background" value="holdout@1"', body)
+
+
+def test_one_row_of_a_linear_model_without_background_says_what_to_pass(world: World) -> None:
+    row = world.holdout.drop(columns=["target"]).iloc[0].to_dict()
+    resp = world.client.post(
+        "/projects/p1/models/churn/versions/1/explain",
+        data={"record": json.dumps(row), "background": ""},
+        headers=world.headers,
+    )
+    assert resp.status_code == 422
+    assert "pass background=" in _text(resp.text) and 'id="contributions"' not in resp.text
 
 
 # ---- a comparison ----------------------------------------------------------------------------
@@ -499,8 +509,11 @@ def test_comparison_page_shows_verdict_tests_and_plot(world: World) -> None:
     mcnemar = re.search(r'<tr data-test="mcnemar" class="significant">(.*?)</tr>', body, re.S)
     assert mcnemar is not None
     assert _text(mcnemar.group(1)).split() == [
-        "mcnemar", "accuracy", "0.91", "0.93", "0.02", "4.5", "0.0339", "0.001", "\u2013", "0.04",
+        "mcnemar", "accuracy", "0.91", "0.93", "0.02", "4.5", "0.0339", "—",
     ]  # fmt: skip
+    delong = re.search(r'<tr data-test="delong">(.*?)</tr>', body, re.S)
+    assert delong is not None  # p = 0.23: not marked significant
+    assert _text(delong.group(1)).split()[-4:] == ["0.23", "-0.01", "\u2013", "0.05"]
     side = re.search(r'<tr data-metric="roc_auc">(.*?)</tr>', body, re.S)
     assert side is not None and _text(side.group(1)).split() == ["roc_auc", "0.95", "0.97", "0.02"]
     plot = f"/api/v1/projects/p1/comparisons/{world.comparison_id}/plots/comparison.png"
@@ -677,6 +690,7 @@ def test_example_record_uses_the_sample_then_the_types(world: World) -> None:
 def test_side_by_side_and_test_rows() -> None:
     rows = side_by_side(COMPARISON_RESULT)
     assert [(r.metric, r.champion, r.challenger, r.diff) for r in rows] == [
+        ("f1", "0.9", "0.92", "0.02"),  # the headline first
         ("accuracy", "0.91", "0.93", "0.02"),
         ("roc_auc", "0.95", "0.97", "0.02"),
     ]

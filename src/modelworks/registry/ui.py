@@ -654,21 +654,16 @@ class SideBySide:
 
 
 def side_by_side(result: dict[str, Any]) -> list[SideBySide]:
-    """Champion and challenger metrics in one table, from the comparison's result."""
-    metrics = result.get("metrics")
-    champion: dict[str, Any] = {}
-    challenger: dict[str, Any] = {}
-    if isinstance(metrics, dict) and isinstance(metrics.get("champion"), dict):
-        champion = metrics["champion"]
-        challenger = metrics.get("challenger") or {}
-    else:
-        champion = result.get("champion_metrics") or {}
-        challenger = result.get("challenger_metrics") or {}
+    """Champion and challenger metrics in one table (``champion_metrics`` and
+    ``challenger_metrics`` of the stored ``ComparisonResult``), the headline first."""
+    champion: dict[str, Any] = result.get("champion_metrics") or {}
+    challenger: dict[str, Any] = result.get("challenger_metrics") or {}
+    headline = result.get("headline")
     rows = []
-    for name in sorted(set(champion) | set(challenger)):
+    for name in sorted(set(champion) | set(challenger), key=lambda n: (n != headline, n)):
         a, b = champion.get(name), challenger.get(name)
-        diff = short(b - a) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "—"
-        rows.append(SideBySide(name, short(a), short(b), diff))
+        diff = b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+        rows.append(SideBySide(name, short(a), short(b), short(diff)))
     return rows
 
 
@@ -686,12 +681,20 @@ class StatTest:
 
 
 def comparison_tests(result: dict[str, Any]) -> list[StatTest]:
+    """The paired tests of a stored ``ComparisonResult`` (``tests``: name, metric, champion,
+    challenger, diff, statistic, p_value, ci_low, ci_high); a test is marked significant
+    when its p-value is below the comparison's ``alpha``."""
+    alpha = result.get("alpha")
     rows = []
     for t in result.get("tests") or []:
         if not isinstance(t, dict):
             continue
-        ci = t.get("ci", t.get("interval"))
-        significant = t.get("significant")
+        p_value = t.get("p_value")
+        significant = (
+            p_value < alpha
+            if isinstance(p_value, (int, float)) and isinstance(alpha, (int, float))
+            else None
+        )
         rows.append(
             StatTest(
                 name=str(t.get("name", "")),
@@ -700,9 +703,9 @@ def comparison_tests(result: dict[str, Any]) -> list[StatTest]:
                 challenger=short(t.get("challenger")),
                 diff=short(t.get("diff")),
                 statistic=short(t.get("statistic")),
-                p_value=short(t.get("p_value")),
-                interval=interval_text(ci),
-                significant=significant if isinstance(significant, bool) else None,
+                p_value=short(p_value),
+                interval=interval_text([t.get("ci_low"), t.get("ci_high")]),
+                significant=significant,
             )
         )
     return rows
@@ -953,9 +956,10 @@ def alias_message(out: AliasOut) -> str:
 
 @dataclass
 class Explained:
-    """The explain form's state: the text sent, and the explanation or the error."""
+    """The explain form's state: the row and background sent, the explanation or the error."""
 
     record: str
+    background: str = ""  # a dataset version: the rows the base value averages over
     chart: dict[str, Any] | None = None
     rows: list[ContributionRow] | None = None
     explanation: dict[str, Any] | None = None
@@ -1014,7 +1018,7 @@ def _version_page(
     if explained is None:
         dataset = chosen.dataset if chosen else (importance or {}).get("dataset")
         sample = _sample_row(request, principal, project, dataset)
-        explained = Explained(record=example_record(v, sample))
+        explained = Explained(record=example_record(v, sample), background=dataset or "")
     if explained.chart:
         charts.append(explained.chart)
     card = model_card(svc.registry, principal, project, v.ref)
@@ -1089,10 +1093,15 @@ def explain_row(
     model: str,
     version: int,
     record: str = Form(""),
+    background: str = Form(""),
     csrf_token: str = Form(""),
     svc: EvaluationService = Depends(evaluations),
 ) -> Response:
-    """Explain one prediction: the version page again, with the waterfall and its table."""
+    """Explain one prediction: the version page again, with the waterfall and its table.
+
+    ``background``: a dataset version whose rows the base value averages over (the form
+    offers the one the version was evaluated on); linear and model-agnostic explainers need
+    one to explain a single row."""
     back = version_href(project, model, version)
     try:
         principal = _form_principal(request, csrf_token)
@@ -1101,14 +1110,18 @@ def explain_row(
         return RedirectResponse(back, status_code=303)
     if principal is None:
         return _to_login(request, back)
-    explained = Explained(record=record)
+    explained = Explained(record=record, background=background.strip())
     status = 200
     try:
         row = parse_record(record)
         ref = f"{model}@{version}"
-        explanation = svc.explain_rows(principal, project, ref, [row])[0]
+        explanation = svc.explain_rows(
+            principal, project, ref, [row], background=explained.background or None
+        )[0]
     except ModelworksError as exc:
         explained.error = exc.detail
+        if not explained.background and "background" in exc.detail:
+            explained.error += " Here: fill in the background dataset version."
         status = exc.status_code if exc.status_code < 500 else 400
     else:
         chart, rows = waterfall(explanation)
