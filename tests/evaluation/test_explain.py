@@ -91,7 +91,7 @@ def test_lightgbm_takes_the_tree_path(
     assert GlobalImportance.model_validate(imp.model_dump(mode="json")) == imp
 
     rows = explain_rows(lgbm, X.head(4))
-    assert_additive(rows, lgbm.predict(X.head(4), raw_score=True))
+    assert_additive(rows, np.asarray(lgbm.predict(X.head(4), raw_score=True)))
     assert {r.output for r in rows} == {"raw margin (log-odds) of class 1"}
     assert {(r.method, r.class_label, r.approximate) for r in rows} == {
         ("shap.TreeExplainer", 1, False)
@@ -135,7 +135,7 @@ def test_a_lightgbm_package_loads_as_a_booster_and_keeps_its_classes(
     assert isinstance(pkg.model, lgb.Booster)
     # Extra columns are left out (with a note); the rest are put in the model's order.
     rows = explain_rows(pkg, X.head(2)[FEATURES[::-1]].assign(label=["a", "b"]))
-    assert_additive(rows, model.predict(X.head(2), raw_score=True))
+    assert_additive(rows, np.asarray(model.predict(X.head(2), raw_score=True)))
     assert rows[0].output == "raw margin (log-odds) of class 'yes'"
     assert rows[0].class_label == "yes"
     assert any("'label'" in note for note in rows[0].notes)
@@ -151,7 +151,7 @@ def customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     frame = pd.DataFrame(
         {
             "amount": rng.normal(size=n),
-            "colour": rng.choice(["red", "green", "blue", None], n),
+            "colour": rng.choice(np.asarray(["red", "green", "blue", None], dtype=object), n),
             "noise": rng.normal(size=n),
         }
     )
@@ -265,7 +265,7 @@ def test_multiclass_with_class_index(X: pd.DataFrame) -> None:
     codes = np.digitize(X["f0"].to_numpy(), [-0.5, 0.5])
     tree = lgb.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(X, codes)
     rows = X.head(5)
-    margins = tree.predict(rows, raw_score=True)
+    margins = np.asarray(tree.predict(rows, raw_score=True))
     explained = explain_rows(tree, rows, class_index=2)
     assert_additive(explained, margins[:, 2])
     assert {(r.output, r.class_label) for r in explained} == {
@@ -273,8 +273,9 @@ def test_multiclass_with_class_index(X: pd.DataFrame) -> None:
     }
     # Without class_index each row is explained for the class it is predicted to be.
     default = explain_rows(tree, rows)
-    assert [r.class_label for r in default] == tree.predict(rows).tolist()
-    assert_additive(default, margins[np.arange(5), tree.predict(rows)])
+    predicted = np.asarray(tree.predict(rows))
+    assert [r.class_label for r in default] == predicted.tolist()
+    assert_additive(default, margins[np.arange(5), predicted])
 
     letters = np.asarray(["a", "b", "c"])[codes]
     pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, letters)
@@ -415,5 +416,8 @@ def test_a_pytorch_package_with_a_tensor_signature(tmp_path: Path, X: pd.DataFra
     assert_additive(rows, pkg.predict(inputs.head(3).to_numpy()))
     assert {(r.output, r.method) for r in rows} == {("value", "shap.PermutationExplainer")}
     assert [c.shap_value for c in rows[0].contributions[1:]] == [0.0, 0.0, 0.0]
+    assert pkg.task == "other"
+    imp = global_importance(pkg, inputs, inputs["f0"], task=pkg.task, max_agnostic_rows=5)
+    assert (imp.scoring, imp.features[0].name) == ("r2", "f0")
     with pytest.raises(InvalidInput, match=r"rows has 3 columns; the model takes 4"):
         explain_rows(pkg, inputs.head(3).drop(columns="f3"), background=inputs)

@@ -338,8 +338,6 @@ class _Model:
 
 
 def _resolve(model: Any, task: str | None = None) -> _Model:
-    if task is not None and task not in TASKS:
-        raise InvalidInput(f"task must be one of {', '.join(TASKS)}; got {task!r}.")
     if isinstance(model, ModelPackage):
         sig = model.signature
         tensor = bool(sig is not None and sig.is_tensor)
@@ -375,7 +373,9 @@ def _resolve(model: Any, task: str | None = None) -> _Model:
             flavor=flavor,
             numpy_input=columns is None and n_in is not None and _root(model) == "sklearn",
         )
-    if task is not None and task != resolved.task:
+    if task is not None and task != resolved.task:  # the model's own task is always fine
+        if task not in TASKS:
+            raise InvalidInput(f"task must be one of {', '.join(TASKS)}; got {task!r}.")
         if resolved.task != "other":
             raise InvalidInput(
                 f"task={task!r} does not fit this model, which is a {resolved.task} model; "
@@ -651,7 +651,10 @@ def _agnostic(
     bg_matrix, rows_matrix = codec.matrix[: len(bg)], codec.matrix[len(bg) :]
 
     def predict(matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return model.outputs(codec.decode(matrix))
+        # Always (rows, outputs): shap's numba kernels compile once per array rank, and
+        # one rank for every model saves a second compile of several seconds.
+        out = model.outputs(codec.decode(matrix))
+        return out.reshape(len(out), -1)
 
     masker = shap.maskers.Independent(bg_matrix, max_samples=len(bg_matrix))
     with _numpy_seed(seed):
