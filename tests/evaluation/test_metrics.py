@@ -18,8 +18,10 @@ from modelworks.evaluation.metrics import (
     EvaluationResult,
     _ap_desc,
     _auc_desc,
+    _auc_influence,
     _rank,
     _score_bins,
+    _structural_components,
     evaluate_predictions,
 )
 
@@ -204,6 +206,14 @@ def test_regression_metrics_equal_scikit_learn() -> None:
     assert point == [pytest.approx(pred[0]), pytest.approx(y[0])]
 
 
+def test_regression_with_constant_truth_has_no_r2_interval() -> None:
+    result = evaluate_predictions("regression", [2.0] * 50, y_pred=[1.0, 3.0] * 25, bootstrap=50)
+    assert result.metrics["r2"] == 0.0  # scikit-learn's value when y_true is constant
+    assert set(result.intervals) == {"rmse", "mae"}
+    assert result.intervals["mae"] == (1.0, 1.0)
+    assert any(note.startswith("no interval for r2") for note in result.notes)
+
+
 def test_regression_residual_points_are_capped_and_seeded() -> None:
     rng = np.random.default_rng(3)
     y = rng.normal(size=10_000)
@@ -277,6 +287,20 @@ def test_binned_auc_and_ap_are_within_1e3_of_scikit_learn() -> None:
         # every bin is on one side of the threshold
         above = ranked.scores >= 0.5
         assert np.array_equal(predicted[bin_of], above)
+
+
+def test_auc_influence_is_delongs_structural_components() -> None:
+    rng = np.random.default_rng(21)
+    positive = rng.random(500) < 0.3
+    score = np.round(rng.random(500) + positive * 0.4, 2)  # with ties
+    ranked = _rank(positive, score, index=True)
+    psi = _auc_influence(ranked, positive)
+    auc, v10, v01 = _structural_components(score[positive][None], score[~positive][None])
+    m, k = int(positive.sum()), int((~positive).sum())
+    assert psi[positive] == pytest.approx((v10[0] - auc[0]) * 500 / m, abs=1e-12)
+    assert psi[~positive] == pytest.approx((v01[0] - auc[0]) * 500 / k, abs=1e-12)
+    assert psi.mean() == pytest.approx(0.0, abs=1e-12)
+    assert auc[0] == pytest.approx(skm.roc_auc_score(positive, score), abs=1e-12)
 
 
 def row_bootstrap_weights(n: int, b: int, seed: int) -> Any:

@@ -480,6 +480,7 @@ class _Ranked:
     scores: FloatArray
     pos: FloatArray
     neg: FloatArray
+    index: IntArray | None = None  # each row's position in ``scores`` (when asked for)
 
     @property
     def n_pos(self) -> float:
@@ -490,13 +491,37 @@ class _Ranked:
         return float(self.neg.sum())
 
 
-def _rank(positive: BoolArray, score: FloatArray) -> _Ranked:
+def _rank(positive: BoolArray, score: FloatArray, *, index: bool = False) -> _Ranked:
     order = np.argsort(score)[::-1]
     s = score[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
+    new = s[1:] != s[:-1]
+    last = np.r_[np.flatnonzero(new), len(s) - 1]
     tps = np.cumsum(positive[order])[last].astype(np.float64)
     rows = (last + 1).astype(np.float64)
-    return _Ranked(s[last], np.diff(tps, prepend=0.0), np.diff(rows - tps, prepend=0.0))
+    ranked = _Ranked(s[last], np.diff(tps, prepend=0.0), np.diff(rows - tps, prepend=0.0))
+    if index:
+        ranked.index = np.empty(len(s), np.int64)
+        ranked.index[order] = np.r_[0, np.cumsum(new)]
+    return ranked
+
+
+def _auc_influence(ranked: _Ranked, positive: BoolArray) -> FloatArray:
+    """Per-row influence of the AUC (its Hajek projection, scaled to a mean over rows).
+
+    DeLong's structural components from the ranked counts: a positive's ``V10`` is the
+    share of negatives scored below it (ties 1/2), a negative's ``V01`` the share of
+    positives above it. The same values as ``_structural_components``, from the sort
+    already done for the curve instead of three more.
+    """
+    assert ranked.index is not None
+    n = len(positive)
+    n_pos, n_neg = ranked.n_pos, ranked.n_neg
+    auc = float(_auc_desc(ranked.pos, ranked.neg))
+    v10 = (n_neg - np.cumsum(ranked.neg) + 0.5 * ranked.neg) / n_neg
+    v01 = (np.cumsum(ranked.pos) - 0.5 * ranked.pos) / n_pos
+    psi_pos = (v10 - auc) * n / n_pos
+    psi_neg = (v01 - auc) * n / n_neg
+    return np.asarray(np.where(positive, psi_pos[ranked.index], psi_neg[ranked.index]))
 
 
 def _auc_desc(pos: FloatArray, neg: FloatArray) -> FloatArray:
@@ -791,33 +816,27 @@ def _bootstrap_binary(
     return out
 
 
-def _auc_influence(prep: _Prepared, included: list[int]) -> FloatArray:
-    """Per-row influence of the macro one-vs-rest AUC (mean over ``included`` classes)."""
-    assert prep.proba is not None
-    psi = np.zeros(prep.n)
-    for j in included:
-        is_j = prep.y == j
-        score = prep.proba[:, j]
-        auc, v10, v01 = _structural_components(score[is_j][None, :], score[~is_j][None, :])
-        m, n_other = int(is_j.sum()), int((~is_j).sum())
-        psi[is_j] += (v10[0] - auc[0]) * prep.n / m
-        psi[~is_j] += (v01[0] - auc[0]) * prep.n / n_other
-    return psi / len(included)
-
-
 def _bootstrap_multiclass(
-    prep: _Prepared, included: list[int], exact: dict[str, float], b: int, rng: np.random.Generator
+    prep: _Prepared,
+    included: list[int],
+    psi: FloatArray | None,
+    exact: dict[str, float],
+    b: int,
+    rng: np.random.Generator,
 ) -> dict[str, FloatArray]:
+    """``psi``: per-row influence of the macro AUC, given when there are too many rows to
+    resample the AUC exactly."""
     n, k = prep.n, prep.k
     cell_of = prep.y * k + prep.pred
     losses = _row_losses(prep)
     small = n <= MAX_CELLS
-    auc_by_influence = losses is not None and not small and bool(included)
+    auc_by_influence = losses is not None and psi is not None
     values: FloatArray | None = None
     if losses is not None:
         columns = [losses[0], losses[1]]
         if auc_by_influence:
-            columns.append(_auc_influence(prep, included))
+            assert psi is not None
+            columns.append(psi)
         values = np.stack(columns, axis=1)
     if values is None:
         keys = cell_of
@@ -846,7 +865,7 @@ def _bootstrap_multiclass(
     out["brier"] = sums[:, 1] / n
     if "roc_auc" in exact and auc_by_influence:
         out["roc_auc"] = exact["roc_auc"] + sums[:, 2] / n
-    elif "roc_auc" in exact:  # rows are cells: each resample's AUC exactly
+    elif "roc_auc" in exact and small:  # rows are cells: each resample's AUC exactly
         assert prep.proba is not None
         per_class = []
         for j in included:
@@ -1030,6 +1049,12 @@ def evaluate_predictions(
     (n, k) probabilities in ``classes`` order), or both; for binary with ``y_proba`` the
     prediction is ``y_proba >= threshold`` and the positive class is ``classes[1]``.
     Regression takes ``y_pred`` (values). ``bootstrap=0`` skips the intervals.
+
+    ``slices`` maps a column name to one value per row; each of its 50 most frequent values
+    (missing ones as ``"(missing)"``) gets accuracy and F1 (binary: the positive class;
+    multiclass: macro over the classes that occur in the slice) and ROC AUC where the
+    slice has both classes, or RMSE and MAE. ``worst_slices`` are the 5 worst on the
+    headline metric among slices of at least ``min_slice_rows`` rows.
     """
     started = time.perf_counter()
     _check_options(threshold, bootstrap, confidence, min_slice_rows)
@@ -1079,14 +1104,19 @@ def _intervals(
     out = {}
     for name, reps in replicates.items():
         bad = int((~np.isfinite(reps)).sum())
+        ci = _interval(reps, confidence)
+        if ci is None:
+            notes.append(
+                f"no interval for {name}: it is undefined in {bad} of {reps.size} bootstrap "
+                "resamples (a class missing from them, or y_true constant)"
+            )
+            continue
         if bad:
             notes.append(
                 f"{name} was undefined in {bad} of {reps.size} bootstrap resamples (a class "
                 "missing from the resample); its interval uses the others"
             )
-        ci = _interval(reps, confidence)
-        if ci is not None:
-            out[name] = ci
+        out[name] = ci
     return out
 
 
@@ -1121,6 +1151,7 @@ def _classification(
     }
     ranked: _Ranked | None = None
     included: list[int] = []
+    psi: FloatArray | None = None  # influence of the macro AUC, for large multiclass
     losses = _row_losses(prep)
     if losses is not None:
         metrics["log_loss"] = float(losses[0].mean())
@@ -1138,14 +1169,19 @@ def _classification(
             notes.append("roc_auc, pr_auc and their curves need both classes in y_true")
     elif prep.proba is not None:
         aucs, aps, roc = [], [], {}
+        if bootstrap and prep.n > MAX_CELLS:
+            psi = np.zeros(prep.n)
         for j, label in enumerate(labels):
-            r = _rank(prep.y == j, prep.proba[:, j])
+            is_j = prep.y == j
+            r = _rank(is_j, prep.proba[:, j], index=psi is not None)
             if r.n_pos == 0 or r.n_neg == 0:
                 continue
             included.append(j)
             aucs.append(float(_auc_desc(r.pos, r.neg)))
             aps.append(float(_ap_desc(r.pos, r.neg)))
             roc[label] = {**_roc_points(r), "auc": aucs[-1]}
+            if psi is not None:
+                psi += _auc_influence(r, is_j)
         if len(included) < k:
             notes.append(
                 f"roc_auc and pr_auc average the {len(included)} of {k} classes that occur in "
@@ -1160,7 +1196,11 @@ def _classification(
         if binary:
             reps = _bootstrap_binary(prep, ranked, metrics, bootstrap, rng)
         else:
-            reps = _bootstrap_multiclass(prep, included, metrics, bootstrap, rng)
+            if psi is not None and included:
+                psi /= len(included)
+            else:
+                psi = None
+            reps = _bootstrap_multiclass(prep, included, psi, metrics, bootstrap, rng)
         fields["intervals"] = _intervals(reps, confidence, notes)
     fields["metrics"] = metrics
     return fields
