@@ -425,9 +425,16 @@ def test_version_page_shows_header_metrics_and_evaluation(world: World) -> None:
 def test_version_page_shows_importance_card_and_lineage(world: World) -> None:
     body = _get(world, "/projects/p1/models/churn/versions/1").text
     importance = world.registry.get_importance(world.admin, "p1", "churn@1")
-    chart = _charts(body)["importance"]
-    assert chart["labels"] == [f["name"] for f in importance["features"]][: len(chart["labels"])]
-    assert chart["series"][0]["label"] == "permutation"
+    charts = _charts(body)
+    permutation = charts["importance"]
+    assert permutation["labels"] == [f["name"] for f in importance["features"]]
+    assert permutation["series"][0]["values"] == [
+        f["permutation_mean"] for f in importance["features"]
+    ]
+    shap = charts["importance_shap"]
+    by_shap = sorted(importance["features"], key=lambda f: -f["shap_mean_abs"])
+    assert shap["labels"] == [f["name"] for f in by_shap]
+    assert 'data-model-chart="importance_shap"' in body
     # The model card: Markdown rendered as HTML, its text escaped.
     card = re.search(r'<div class="model-card">(.*?)</div>\s*</section>', body, re.S)
     assert card is not None

@@ -406,30 +406,54 @@ def evaluation_charts(result: dict[str, Any]) -> list[dict[str, Any]]:
     return charts
 
 
-def importance_chart(importance: dict[str, Any]) -> dict[str, Any] | None:
-    """A horizontal bar chart of a stored ``GlobalImportance`` (the top features)."""
+def importance_charts(importance: dict[str, Any]) -> list[dict[str, Any]]:
+    """Horizontal bar charts of a stored ``GlobalImportance``: permutation importance
+    (``importance``, in the stored order, with its standard deviations) and mean |SHAP|
+    (``importance_shap``, largest first). Two charts, not one: their units differ (a drop
+    in the score, and the model's output units)."""
     features = [f for f in importance.get("features") or [] if isinstance(f, dict)]
-    if not features:
-        return None
-    features = features[:MAX_IMPORTANCE_BARS]
-    series = []
-    for key, label in (("permutation_mean", "permutation"), ("shap_mean_abs", "mean |SHAP|")):
-        values = _floats([f.get(key) for f in features])
-        if any(v is not None for v in values):
-            item: dict[str, Any] = {"label": label, "values": values}
-            if key == "permutation_mean":
-                item["errors"] = _floats([f.get("permutation_std") for f in features])
-            series.append(item)
-    if not series:
-        return None
-    return {
-        "id": "importance",
-        "kind": "hbar",
-        "title": "Global importance",
-        "x_label": "Importance",
-        "labels": [str(f.get("name", "")) for f in features],
-        "series": series,
-    }
+    charts: list[dict[str, Any]] = []
+    permutation = [f for f in features if isinstance(f.get("permutation_mean"), (int, float))]
+    if permutation:
+        top = permutation[:MAX_IMPORTANCE_BARS]
+        scoring = importance.get("scoring")
+        charts.append(
+            {
+                "id": "importance",
+                "kind": "hbar",
+                "title": "Permutation importance",
+                "x_label": f"Drop in {scoring} when the feature is shuffled"
+                if scoring
+                else "Drop in the score when the feature is shuffled",
+                "labels": [str(f.get("name", "")) for f in top],
+                "series": [
+                    {
+                        "label": "permutation",
+                        "values": _floats([f.get("permutation_mean") for f in top]),
+                        "errors": _floats([f.get("permutation_std") for f in top]),
+                    }
+                ],
+            }
+        )
+    shap = [f for f in features if isinstance(f.get("shap_mean_abs"), (int, float))]
+    if shap:
+        top = sorted(shap, key=lambda f: -float(f["shap_mean_abs"]))[:MAX_IMPORTANCE_BARS]
+        charts.append(
+            {
+                "id": "importance_shap",
+                "kind": "hbar",
+                "title": "Mean |SHAP value|",
+                "x_label": "Mean |SHAP value|",
+                "labels": [str(f.get("name", "")) for f in top],
+                "series": [
+                    {
+                        "label": "mean |SHAP|",
+                        "values": _floats([f.get("shap_mean_abs") for f in top]),
+                    }
+                ],
+            }
+        )
+    return charts
 
 
 @dataclass(frozen=True)
@@ -1012,9 +1036,8 @@ def _version_page(
         svc.registry.get_importance(principal, project, v.ref) if v.has_importance else None
     )
     charts = evaluation_charts(chosen.result) if chosen else []
-    imp_chart = importance_chart(importance) if importance else None
-    if imp_chart:
-        charts.append(imp_chart)
+    if importance:
+        charts.extend(importance_charts(importance))
     if explained is None:
         dataset = chosen.dataset if chosen else (importance or {}).get("dataset")
         sample = _sample_row(request, principal, project, dataset)
