@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from modelworks.core.config import Settings
 from modelworks.core.store import Store
@@ -48,6 +48,7 @@ class RegistrySite:
     evaluation: EvaluationOut
     comparison: ComparisonOut
     run_id: str
+    regression: EvaluationOut
 
 
 def expect(target: Any) -> Any:
@@ -108,8 +109,18 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Regis
         admin, PROJECT, MODEL, "holdout@1", target="target", n_resamples=200
     )
     evaluations.explain_global(admin, PROJECT, f"{MODEL}@1", "holdout@1", target="target")
+    # A regression model, for the residual charts.
+    Xr, yr = load_diabetes(return_X_y=True, as_frame=True)
+    regressor = LinearRegression().fit(Xr.iloc[:300], yr.iloc[:300])
+    save_package(regressor, packages / "regressor", input_example=Xr.head())
+    registry.register_package(admin, PROJECT, "progression", packages / "regressor")
+    frame = Xr.iloc[300:].assign(target=yr.iloc[300:].to_numpy())
+    DataService(store).ingest(admin, PROJECT, "progression_holdout", FrameSource.of(frame))
+    regression = evaluations.evaluate(
+        admin, PROJECT, "progression@1", "progression_holdout@1", target="target", bootstrap=200
+    )
     with serve(create_app(store)) as url:
-        yield RegistrySite(url, store, evaluation, comparison, run.id)
+        yield RegistrySite(url, store, evaluation, comparison, run.id, regression)
     store.close()
 
 
@@ -242,6 +253,29 @@ def test_version_page_draws_the_evaluation_card_and_importance(
     labels = svg.locator("g.lineage-node").evaluate_all("(gs) => gs.map((g) => g.dataset.label)")
     assert f"{MODEL}@1" in labels and "holdout@1" in labels
     _screenshot(page, "mw-model-version.png")
+
+
+def test_a_regression_version_draws_its_residuals(
+    page: Any, site: RegistrySite, login: Any
+) -> None:
+    login(page, ADMIN, ADMIN_PASSWORD)
+    page.goto("/projects/default/models/progression/versions/1")
+    result = site.regression.result
+    expect(page.locator("#evaluation-metrics tr[data-metric='rmse']")).to_contain_text(
+        f"{result['metrics']['rmse']:.4g}"
+    )
+    kind, sizes, _, labels = _chart(page, "residuals")
+    assert kind == "bar" and sizes == [len(result["residuals"]["histogram"]["counts"])]
+    assert len(labels) == sizes[0]
+    kind, sizes, _, _ = _chart(page, "predicted_actual")
+    assert kind == "scatter" and sizes == [len(result["residuals"]["points"]), 2]
+    for chart_id in ("residuals", "predicted_actual"):
+        canvas = page.locator(f"canvas[data-model-chart='{chart_id}']")
+        assert _drawn_pixels(canvas) > 500, f"the {chart_id} chart is blank"
+    # No classifier charts or tables on a regression page.
+    assert page.locator("canvas[data-model-chart='roc']").count() == 0
+    assert page.locator("#confusion").count() == 0
+    _screenshot(page, "mw-regression.png")
 
 
 def test_moving_an_alias_is_confirmed_first(page: Any, site: RegistrySite, login: Any) -> None:

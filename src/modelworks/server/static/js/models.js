@@ -110,7 +110,7 @@ function histogram(canvas, chart) {
     options: baseOptions({
       scales: {
         x: { title: { display: true, text: chart.x_label }, ticks: { maxRotation: 45, autoSkip: true, font: { size: 10 } } },
-        y: { beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: chart.y_label } },
+        y: { beginAtZero: true, grace: "5%", ticks: { precision: 0 }, title: { display: true, text: chart.y_label } },
       },
       plugins: {
         legend: { display: false },
