@@ -208,10 +208,10 @@ def test_an_automl_package_is_explained_model_agnostically(automl_package: Model
     )
 
     imp = global_importance(
-        automl_package, X, labels, max_rows=40, n_repeats=2, max_agnostic_rows=20
+        automl_package, X, labels, max_rows=30, n_repeats=2, max_agnostic_rows=12
     )
     assert imp.method_used["shap"] == "shap.PermutationExplainer"
-    assert (imp.n_rows, imp.shap_rows, imp.scoring) == (40, 20, "roc_auc")
+    assert (imp.n_rows, imp.shap_rows, imp.scoring) == (30, 12, "roc_auc")
     assert [f.name for f in imp.features] == ["amount", "colour", "noise"]
     shap_means = [f.shap_mean_abs or 0.0 for f in imp.features]
     assert shap_means == sorted(shap_means, reverse=True)
