@@ -706,3 +706,37 @@ def test_side_by_side_and_test_rows() -> None:
         ("mcnemar", "0.0339", True),
         ("delong", "0.23", False),
     ]
+
+
+def _pages(w: World) -> list[str]:
+    return [
+        "/projects/p1/models",
+        "/projects/p1/models/-/requests",
+        "/projects/p1/models/churn",
+        "/projects/p1/models/churn/versions/1",
+        f"/projects/p1/models/churn/comparisons/{w.comparison_id}",
+    ]
+
+
+def test_every_page_sends_visitors_to_the_login_and_hides_from_outsiders(world: World) -> None:
+    world.client.cookies.clear()
+    for path in _pages(world):
+        anonymous = world.client.get(path)
+        assert anonymous.status_code == 303, path
+        assert anonymous.headers["location"].startswith("/login?next="), path
+        outsider = _get(world, path, world.outsider_headers)
+        assert outsider.status_code == 404, path
+        assert "Project 'p1' does not exist or you are not a member of it." in (
+            _text(outsider.text)
+        ), path
+        assert _get(world, path, world.viewer_headers).status_code == 200, path
+
+
+def test_form_posts_without_a_login_go_to_the_login_page(world: World) -> None:
+    world.client.cookies.clear()
+    resp = world.client.post(
+        "/projects/p1/models/churn/aliases", data={"alias": "champion", "version": "2"}
+    )
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/login?next=%2Fprojects%2Fp1%2Fmodels%2Fchurn"
+    assert world.registry.get_model(world.admin, "p1", "churn").aliases["champion"] == 1
