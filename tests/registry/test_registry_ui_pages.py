@@ -87,8 +87,15 @@ def store_evaluation(
     pkg = load_package(registry.download_package(admin, "p1", ref, store.settings.home / ref))
     X, y = holdout.drop(columns=["target"]), holdout["target"].to_numpy()
     proba = pkg.predict_proba(X)[:, 1]
+    size = np.where(X["mean radius"].to_numpy() > 15, "large", "small")
     result = evaluate_predictions(
-        "binary", y, y_proba=proba, classes=[0, 1], bootstrap=200, seed=0
+        "binary",
+        y,
+        y_proba=proba,
+        classes=[0, 1],
+        bootstrap=200,
+        seed=0,
+        slices={"size": size},
     ).model_dump(mode="json")
     dataset = DataService(store).get_version(admin, "p1", "holdout@1", with_profile=False)
     row_id = new_id()
@@ -419,6 +426,13 @@ def test_version_page_shows_header_metrics_and_evaluation(world: World) -> None:
     assert roc == [[x, y] for x, y in zip(result["curves"]["roc"]["fpr"],
                                           result["curves"]["roc"]["tpr"], strict=True)]  # fmt: skip
     assert 'data-model-chart="roc"' in body
+    # The weakest slices, as stored.
+    worst = re.search(r'<table class="grid" id="worst-slices">.*?</table>', body, re.S)
+    assert worst is not None and result["worst_slices"]
+    rows = re.findall(
+        r"<tr><td[^>]*>(.*?)</td><td[^>]*>(.*?)</td><td[^>]*>(.*?)</td>", worst.group(0)
+    )
+    assert rows == [(w["column"], w["value"], str(w["n"])) for w in result["worst_slices"]]
     assert f'href="/api/v1/projects/p1/evaluations/{world.evaluation_id}/plots/roc.png"' in body
 
 
