@@ -336,3 +336,20 @@ def test_arrow_and_polars_frames_ingest_too(svc: DataService) -> None:
     t = pa.table({"a": [3], "b": ["z"]})
     v2 = svc.ingest(p, P, "pl", FrameSource.of(t), mode="append").version
     assert v2 is not None and read(svc, "pl@2")["a"].tolist() == [1, 2, 3]
+
+
+def test_a_frames_unnamed_index_is_not_ingested_but_a_named_one_is(store: Store) -> None:
+    import pandas as pd
+
+    from modelworks.core.auth import local_principal
+    from modelworks.data.service import DataService
+    from modelworks.data.sources.frames import FrameSource
+
+    svc = DataService(store)
+    me = local_principal()
+    frame = pd.DataFrame({"id": [10, 11, 12, 13], "x": [1.0, 2.0, 3.0, 4.0]})
+    split = frame.iloc[[3, 1]]  # unnamed, non-default row labels, as a split leaves them
+    svc.ingest(me, "default", "split", FrameSource.of(split))
+    assert [c.name for c in svc.get_version(me, "default", "split@1").columns] == ["id", "x"]
+    svc.ingest(me, "default", "indexed", FrameSource.of(frame.set_index("id")))
+    assert [c.name for c in svc.get_version(me, "default", "indexed@1").columns] == ["x", "id"]

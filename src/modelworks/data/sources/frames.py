@@ -24,8 +24,9 @@ def to_arrow_table(data: Any) -> pa.Table:
         import pandas as pd
 
         frame: pd.DataFrame = data
-        # A default RangeIndex carries no information; any other index becomes columns.
-        keep_index = not isinstance(frame.index, pd.RangeIndex)
+        # A named index (set_index("id")) is data and becomes columns; an unnamed one (a
+        # RangeIndex, or the row labels a split or filter left behind) carries none.
+        keep_index = any(name is not None for name in frame.index.names)
         return pa.Table.from_pandas(frame, preserve_index=keep_index)
     if module == "polars":
         return data.to_arrow()
