@@ -396,6 +396,220 @@ JOB_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
 CASES.update(JOB_CASES)
 
 
+# ---- registry ----------------------------------------------------------------------------------
+def _package_dir(w: World) -> Path:
+    """One small package folder (a logistic regression on a and b), made once."""
+    if "package" not in w.cache:
+        import tempfile
+
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+
+        from modelworks.training.package import save_package
+
+        frame = _registry_frame()
+        model = LogisticRegression().fit(frame[["a", "b"]], frame["target"])
+        folder = Path(tempfile.mkdtemp(prefix="authz-pkg-")) / "pkg"
+        save_package(
+            model, folder, input_example=frame[["a", "b"]].head(), params={"target": "target"}
+        )
+        w.cache["package"] = folder
+        assert isinstance(frame, pd.DataFrame)
+    return Path(w.cache["package"])
+
+
+def _registry_frame() -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=80)
+    b = rng.normal(size=80)
+    return pd.DataFrame({"a": a, "b": b, "target": (a + 0.3 * rng.normal(size=80) > 0).astype(int)})
+
+
+def _registry(w: World) -> dict[str, str]:
+    """A model with two versions, aliases, an evaluation, a comparison and importance, and
+    a dataset to evaluate on; shared by the read-only cases and the UI pages."""
+    if "registry" not in w.cache:
+        from modelworks.registry.evaluations import EvaluationService
+
+        evals = EvaluationService(w.store)
+        root = _root(w)
+        data = "rd-" + uuid.uuid4().hex[:8]
+        w.data.ingest(root, "p1", data, FrameSource.of(_registry_frame()))
+        name = "m-" + uuid.uuid4().hex[:8]
+        for _ in range(2):
+            evals.registry.register_package(root, "p1", name, _package_dir(w))
+        evals.registry.set_alias(root, "p1", name, "champion", 1)
+        evals.registry.set_alias(root, "p1", name, "challenger", 2)
+        ev = evals.evaluate(root, "p1", f"{name}@1", f"{data}@1", bootstrap=50)
+        cmp = evals.compare(root, "p1", name, f"{data}@1", n_resamples=100)
+        evals.explain_global(root, "p1", f"{name}@1", f"{data}@1", max_rows=40)
+        evals.registry.set_policy(root, "p1", ["guarded"])
+        w.cache["registry"] = {
+            "model": name, "data": f"{data}@1", "evaluation": ev.id, "comparison": cmp.id,
+        }  # fmt: skip
+    return dict(w.cache["registry"])
+
+
+def _fresh_version(w: World) -> str:
+    """A new version (no alias) of the shared model."""
+    from modelworks.registry.service import RegistryService
+
+    reg = _registry(w)
+    return (
+        RegistryService(w.store).register_package(_root(w), "p1", reg["model"], _package_dir(w)).ref
+    )
+
+
+def _fresh_model(w: World) -> str:
+    from modelworks.registry.service import RegistryService
+
+    name = "fm-" + uuid.uuid4().hex[:8]
+    RegistryService(w.store).register_package(_root(w), "p1", name, _package_dir(w))
+    return name
+
+
+def _run_with_package(w: World) -> str:
+    run_id = _fresh_run(w)
+    w.tracking.log_artifacts(_root(w), run_id, _package_dir(w), "model")
+    return run_id
+
+
+def _tarball(w: World) -> bytes:
+    if "tarball" not in w.cache:
+        import tempfile
+
+        from modelworks.registry.export import export_tarball
+
+        out = Path(tempfile.mkdtemp(prefix="authz-tar-")) / "pkg.tar.gz"
+        w.cache["tarball"] = export_tarball(_package_dir(w), out).read_bytes()
+    return bytes(w.cache["tarball"])
+
+
+def _fresh_alias(w: World) -> tuple[str, str]:
+    from modelworks.registry.service import RegistryService
+
+    reg = _registry(w)
+    alias = "a" + uuid.uuid4().hex[:8]
+    RegistryService(w.store).set_alias(_root(w), "p1", reg["model"], alias, 1)
+    return reg["model"], alias
+
+
+def _fresh_request(w: World) -> str:
+    """A pending move of the protected alias 'guarded', requested by the editor."""
+    from modelworks.registry.service import RegistryService
+
+    reg = _registry(w)
+    editor = w.actors["editor"].principal
+    assert editor is not None
+    out = RegistryService(w.store).set_alias(editor, "p1", reg["model"], "guarded", 2)
+    assert out.request_id is not None
+    return out.request_id
+
+
+RM = "/api/v1/projects/{project}/models/{name}"
+RV = "/api/v1/projects/{project}/model-versions/{ref}"
+
+
+def _rv(w: World, suffix: str = "", ref: str | None = None) -> str:
+    return f"/api/v1/projects/p1/model-versions/{ref or _registry(w)['model'] + '@1'}{suffix}"
+
+
+def _rm(w: World, suffix: str = "", name: str | None = None) -> str:
+    return f"/api/v1/projects/p1/models/{name or _registry(w)['model']}{suffix}"
+
+
+REGISTRY_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("POST", "/api/v1/projects/{project}/models"): lambda w, c: {
+        "url": "/api/v1/projects/p1/models",
+        "json": {"name": "n-" + uuid.uuid4().hex[:8]},
+    },
+    ("GET", "/api/v1/projects/{project}/models"): lambda w, c: {
+        "url": "/api/v1/projects/p1/models"
+    },
+    ("GET", RM): lambda w, c: {"url": _rm(w)},
+    ("PATCH", RM): lambda w, c: {"url": _rm(w), "json": {"description": f"by {c}"}},
+    ("DELETE", RM): lambda w, c: {"url": _rm(w, name=_fresh_model(w))},
+    ("POST", RM + "/restore"): lambda w, c: {"url": _rm(w, "/restore", name=_fresh_model(w))},
+    ("GET", RM + "/versions"): lambda w, c: {"url": _rm(w, "/versions")},
+    ("POST", RM + "/versions"): lambda w, c: {
+        "url": _rm(w, "/versions"),
+        "json": {"run_id": _run_with_package(w)},
+    },
+    ("PUT", RM + "/versions/package"): lambda w, c: {
+        "url": _rm(w, "/versions/package"),
+        "content": _tarball(w),
+    },
+    ("GET", RV): lambda w, c: {"url": _rv(w)},
+    ("PATCH", RV): lambda w, c: {"url": _rv(w), "json": {"card": {"caveats": f"by {c}"}}},
+    ("PUT", RV + "/stage"): lambda w, c: {"url": _rv(w, "/stage"), "json": {"stage": "staging"}},
+    ("DELETE", RV): lambda w, c: {"url": _rv(w, ref=_fresh_version(w))},
+    ("GET", RV + "/files/{path}"): lambda w, c: {"url": _rv(w, "/files/model.yaml")},
+    ("GET", RV + "/lineage"): lambda w, c: {"url": _rv(w, "/lineage")},
+    ("GET", RV + "/card"): lambda w, c: {"url": _rv(w, "/card")},
+    ("GET", RV + "/importance"): lambda w, c: {"url": _rv(w, "/importance")},
+    ("POST", RV + "/importance"): lambda w, c: {
+        "url": _rv(w, "/importance"),
+        "json": {"dataset": _registry(w)["data"], "max_rows": 30},
+    },
+    ("GET", RV + "/importance.png"): lambda w, c: {"url": _rv(w, "/importance.png")},
+    ("POST", RV + "/explain"): lambda w, c: {
+        "url": _rv(w, "/explain"),
+        "json": {"rows": [{"a": 0.1, "b": 0.2}], "background": _registry(w)["data"]},
+    },
+    ("PUT", RM + "/aliases/{alias}"): lambda w, c: {
+        "url": _rm(w, f"/aliases/x{uuid.uuid4().hex[:8]}"),
+        "json": {"version": "1"},
+    },
+    ("DELETE", RM + "/aliases/{alias}"): lambda w, c: (
+        lambda m_a: {"url": _rm(w, f"/aliases/{m_a[1]}", name=m_a[0])}
+    )(_fresh_alias(w)),
+    ("GET", "/api/v1/projects/{project}/model-policy"): lambda w, c: {
+        "url": "/api/v1/projects/p1/model-policy"
+    },
+    ("PUT", "/api/v1/projects/{project}/model-policy"): lambda w, c: {
+        "url": "/api/v1/projects/p1/model-policy",
+        "json": {"protected_aliases": ["guarded"]},
+    },
+    ("GET", "/api/v1/projects/{project}/alias-requests"): lambda w, c: {
+        "url": "/api/v1/projects/p1/alias-requests"
+    },
+    ("POST", "/api/v1/projects/{project}/alias-requests/{request_id}/approve"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/alias-requests/{_fresh_request(w)}/approve",
+        "json": {},
+    },
+    ("POST", "/api/v1/projects/{project}/alias-requests/{request_id}/reject"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/alias-requests/{_fresh_request(w)}/reject",
+        "json": {},
+    },
+    ("POST", RV + "/evaluations"): lambda w, c: {
+        "url": _rv(w, "/evaluations"),
+        "json": {"dataset": _registry(w)["data"], "bootstrap": 20},
+    },
+    ("GET", RV + "/evaluations"): lambda w, c: {"url": _rv(w, "/evaluations")},
+    ("GET", "/api/v1/projects/{project}/evaluations/{evaluation_id}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/evaluations/{_registry(w)['evaluation']}"
+    },
+    ("GET", "/api/v1/projects/{project}/evaluations/{evaluation_id}/plots/{name}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/evaluations/{_registry(w)['evaluation']}/plots/roc.png"
+    },
+    ("POST", RM + "/comparisons"): lambda w, c: {
+        "url": _rm(w, "/comparisons"),
+        "json": {"dataset": _registry(w)["data"], "n_resamples": 100},
+    },
+    ("GET", RM + "/comparisons"): lambda w, c: {"url": _rm(w, "/comparisons")},
+    ("GET", "/api/v1/projects/{project}/comparisons/{comparison_id}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/comparisons/{_registry(w)['comparison']}"
+    },
+    ("GET", "/api/v1/projects/{project}/comparisons/{comparison_id}/plots/{name}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/comparisons/{_registry(w)['comparison']}/plots/comparison.png"
+    },
+}
+CASES.update(REGISTRY_CASES)
+
+
 def _fresh_project(w: World) -> str:
     root = w.actors["root"].principal
     assert root is not None
@@ -439,6 +653,8 @@ def _ui_request(w: World, path: str) -> Request:
         "version": "1",
         "ref": f"{_dataset(w)}@1",
         "job_id": _fresh_job(w),
+        "model": _registry(w)["model"],
+        "comparison_id": _registry(w)["comparison"],
     }
 
     def fill(m: re.Match[str]) -> str:
