@@ -137,7 +137,7 @@ class EvaluationService:
             except (InvalidInput, AttributeError, NotImplementedError):
                 return {"y_pred": pkg.predict(feats)}
             classes = list(pkg.classes or range(proba.shape[1]))
-            y_pred = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+            y_pred = _label_array(classes)[np.argmax(proba, axis=1)]
             if proba.ndim == 2 and proba.shape[1] == 2:
                 return {"y_pred": y_pred, "y_proba": proba[:, 1]}
             return {"y_pred": y_pred, "y_proba": proba}
@@ -156,11 +156,14 @@ class EvaluationService:
     def _labels(pkg: ModelPackage, y: pd.Series) -> np.ndarray[Any, Any]:
         """True labels in the classes' own type (a dataset may store 1 as '1' or 1.0)."""
         classes = pkg.classes
+        values = y.to_numpy()
         if not classes:
-            return y.to_numpy()
+            return values
+        # Map each distinct value once (not each row): a million labels cost one pass.
+        codes, uniques = pd.factorize(values)
         by_text = {str(c): c for c in classes}
-        mapped = [by_text.get(str(v), by_text.get(str(v).removesuffix(".0"), v)) for v in y]
-        return np.asarray(mapped, dtype=object)
+        mapped = [by_text.get(str(u), by_text.get(str(u).removesuffix(".0"), u)) for u in uniques]
+        return _label_array(mapped)[codes]
 
     # ---- evaluation --------------------------------------------------------------------
     def evaluate(
@@ -462,3 +465,14 @@ class EvaluationService:
         if not sha:
             raise NotFound(f"{ref} has no importance plot; run `modelworks models explain`.")
         return self.store.artifacts.get_bytes(str(sha))
+
+
+def _label_array(labels: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """Numeric labels as a numeric array (fast to compare and sort), others as objects
+    (so ``1`` and ``"1"`` never merge into one string type)."""
+    numeric = np.asarray(labels)
+    if numeric.dtype.kind in "iufb":
+        return numeric
+    table = np.empty(len(labels), dtype=object)
+    table[:] = list(labels)
+    return table
