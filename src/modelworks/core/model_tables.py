@@ -13,6 +13,7 @@ TABLE_MODULES = (
     "modelworks.data.models",
     "modelworks.training.jobs.models",
     "modelworks.registry.models",
+    "modelworks.serving.predlog_models",
 )
 
 
