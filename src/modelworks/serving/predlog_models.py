@@ -51,7 +51,9 @@ class PredictionFeedback(Base):
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     deployment: Mapped[str] = mapped_column(String(100), nullable=False)
     request_id: Mapped[str] = mapped_column(String(200), nullable=False)
-    ground_truth: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    # {"value": <the ground truth>}: wrapped because SQLite's JSON column has numeric
+    # affinity and would hand a bare number back as a number rather than JSON text.
+    ground_truth: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     # When the outcome was observed (the caller's time, default: when it was recorded).
     ts: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column(
             "ground_truth",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
+            nullable=False,
         ),
         sa.Column("ts", modelworks.core.database.UTCDateTime(timezone=True), nullable=False),
         sa.Column(
