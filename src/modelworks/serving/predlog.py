@@ -30,6 +30,7 @@ import atexit
 import itertools
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -129,8 +130,8 @@ class _Row(NamedTuple):
 class PredictionLog:
     """Buffers predictions in memory and writes them as hourly Parquet partitions.
 
-    One per serving process. Call :meth:`close` on shutdown; it is also registered with
-    :mod:`atexit` once the first record is appended, so an ordinary interpreter exit
+    One per serving process. Call :meth:`close` on shutdown; an open log is also closed
+    when the interpreter exits normally (see :func:`_close_open_logs`), so an ordinary exit
     writes whatever is still queued.
     """
 
@@ -154,6 +155,9 @@ class PredictionLog:
                 f"max_pending must be at least 1 (records held in memory), not {max_pending}."
             )
         self._store = store
+        # Open the artifact store now: at interpreter exit, where the last flush may happen,
+        # its backend (fsspec, which starts thread pools) can no longer be imported.
+        _ = store.artifacts
         self._flush_rows = flush_rows
         self._flush_seconds = float(flush_seconds)
         self._max_pending = max_pending
@@ -245,24 +249,15 @@ class PredictionLog:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self._write_pending()
-        atexit.unregister(self._close_at_exit)
+        _OPEN_LOGS.discard(self)
 
     def _start(self) -> None:
         """Start the writer thread (called with ``_lock`` held, on the first append)."""
         thread = threading.Thread(target=self._run, name="modelworks-prediction-log", daemon=True)
         self._thread = thread
         thread.start()
-        # Daemon threads still run while atexit handlers do: the final flush happens there.
-        atexit.register(self._close_at_exit)
-
-    def _close_at_exit(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            logger.exception(
-                "The prediction log could not write %d queued predictions at exit.",
-                self.stats().pending,
-            )
+        _OPEN_LOGS.add(self)
+        _register_exit_hook()
 
     def _run(self) -> None:
         failures = 0
@@ -293,11 +288,13 @@ class PredictionLog:
                 self._in_flight = len(batch)
             if not batch:
                 return
-            table, valid = _prepare(list(batch))
-            invalid = len(batch) - len(valid)
-            if invalid:
-                logger.warning("%d predictions could not be logged and were skipped.", invalid)
+            valid: list[Any] = list(batch)
+            invalid = 0
             try:
+                table, valid = _prepare(valid)
+                invalid = len(batch) - len(valid)
+                if invalid:
+                    logger.warning("%d predictions could not be logged: skipped.", invalid)
                 files = self._write_files(table, valid)
             except BaseException:
                 with self._lock:
@@ -485,6 +482,44 @@ class PredictionLog:
             join_type="left outer" if include_unlabeled else "inner",
         )
         return joined.sort_by([("ts", "ascending"), ("request_id", "ascending")])
+
+
+# ---- shutdown ------------------------------------------------------------------------------
+_OPEN_LOGS: weakref.WeakSet[PredictionLog] = weakref.WeakSet()
+_EXIT_HOOK_LOCK = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_open_logs() -> None:
+    """Write what every open log still holds, at interpreter exit."""
+    for log in list(_OPEN_LOGS):
+        try:
+            log.close()
+        except Exception:
+            logger.exception(
+                "The prediction log could not write %d queued predictions at exit.",
+                log.stats().pending,
+            )
+
+
+def _register_exit_hook() -> None:
+    """Close open logs when the interpreter exits normally, once per process.
+
+    ``threading._register_atexit`` (what ``concurrent.futures`` uses) runs before threads
+    are shut down; a plain :mod:`atexit` handler runs after, when the artifact store can no
+    longer start what it needs (fsspec's imports and thread pools fail with "can't register
+    atexit after shutdown"). Plain atexit is the fallback where the hook is missing.
+    """
+    global _exit_hook_registered
+    with _EXIT_HOOK_LOCK:
+        if _exit_hook_registered:
+            return
+        register = getattr(threading, "_register_atexit", None) or atexit.register
+        try:
+            register(_close_open_logs)
+        except RuntimeError:
+            return  # the interpreter is already shutting down: nothing can be written
+        _exit_hook_registered = True
 
 
 # ---- helpers ---------------------------------------------------------------------------
