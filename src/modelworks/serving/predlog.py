@@ -46,9 +46,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from modelworks.core.errors import InvalidInput
+from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
+from modelworks.governance.models import Project
 from modelworks.serving.predlog_models import PredictionFeedback, PredictionLogFile
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,14 @@ class PredictionLog:
             raise InvalidInput(
                 f"max_pending must be at least 1 (records held in memory), not {max_pending}."
             )
+        if project_id is not None:
+            with store.read() as s:
+                if s.get(Project, project_id) is None:
+                    raise NotFound(
+                        f"Project {project_id!r} does not exist, so its predictions cannot be "
+                        "logged under it. Give the id of an existing project, or leave "
+                        "project_id out."
+                    )
         self._store = store
         # Open the artifact store now: at interpreter exit, where the last flush may happen,
         # its backend (fsspec, which starts thread pools) can no longer be imported.
