@@ -1000,7 +1000,9 @@ class ModelRuntime:
         labels, proba = ref
         if proba is None:
             self._has_proba = False
-        modes: list[InputMode] = ["array", "frame"] if self.input_mode == "array" else ["frame"]
+        modes: list[InputMode] = (
+            ["array", "frame"] if self.input_mode == "array" else [self.input_mode]
+        )
         argmax = [True, False] if self._labels_from_proba else [False]
         for mode, from_proba in itertools.product(modes, argmax):
             self.input_mode, self._labels_from_proba = mode, from_proba

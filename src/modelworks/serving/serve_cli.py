@@ -1,0 +1,258 @@
+"""``modelworks serve``: one model behind the model server (OIP V2 and plain JSON).
+
+The target is a package folder or a registered version (``churn@champion``, ``churn@3``),
+downloaded once into the verified local cache. With ``--workers N``, uvicorn runs N worker
+processes from the app factory :func:`create_app_from_env`; the parent resolves the
+target and hands the workers its folder and settings through ``MODELWORKS_SERVE_SPEC``,
+so each loads the package itself. Shutting down (SIGINT/SIGTERM) stops accepting
+connections, answers what is queued (the batchers drain in the app's lifespan) and exits.
+
+``MODELWORKS_SERVE_TOKEN``, when set, is the bearer token every model route requires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import BaseModel, ConfigDict
+
+from modelworks.serving.host import DeploymentConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelworks.serving.host import ModelHost
+    from modelworks.serving.model_app import TokenCheck
+    from modelworks.training.package import ModelPackage
+
+__all__ = [
+    "SPEC_ENV",
+    "TOKEN_ENV",
+    "ServeSpec",
+    "build_host",
+    "create_app_from_env",
+    "resolve_target",
+    "serve",
+]
+
+SPEC_ENV = "MODELWORKS_SERVE_SPEC"
+TOKEN_ENV = "MODELWORKS_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a token
+MiB = 1 << 20
+
+
+class ServeSpec(BaseModel):
+    """What a model server process serves (the parent's resolved ``modelworks serve``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package_dir: str
+    name: str
+    version: str
+    version_id: str = ""
+    config: DeploymentConfig = DeploymentConfig()
+    use_onnx: bool | None = None
+    trust: bool = False
+    threads: int = 1
+
+
+def _deployment_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._") or "model"
+    return name[:100]
+
+
+def resolve_target(
+    target: str, *, project: str = "default", trust: bool = False
+) -> tuple[ModelPackage, str, str, str]:
+    """``(package, default deployment name, version, version id)`` for a package folder or
+    a registered version reference."""
+    from modelworks.training.package import load_package
+
+    path = Path(target).expanduser()
+    if path.is_dir():
+        pkg = load_package(path, trust=trust)
+        return pkg, _deployment_name(path.resolve().name), path.resolve().name, ""
+    from modelworks.cli import open_store, principal
+    from modelworks.registry.evaluations import EvaluationService
+
+    with open_store() as store:
+        version, pkg = EvaluationService(store).load(principal(), project, target)
+    return pkg, _deployment_name(version.model), version.ref, version.id
+
+
+def build_host(spec: ServeSpec, package: ModelPackage | None = None) -> ModelHost:
+    """A host serving ``spec``'s package (loaded from ``spec.package_dir`` unless given),
+    warmed up."""
+    from modelworks.core.errors import InvalidInput
+    from modelworks.serving.host import ModelHost
+    from modelworks.serving.runtime import ModelRuntime
+    from modelworks.training.package import load_package
+
+    pkg = package or load_package(spec.package_dir, trust=spec.trust)
+    runtime = ModelRuntime(
+        pkg,
+        name=spec.name,
+        version=spec.version,
+        version_id=spec.version_id,
+        use_onnx=spec.use_onnx,
+        threads=spec.threads,
+    )
+    with contextlib.suppress(InvalidInput):  # no signature: the first request warms it up
+        runtime.warmup()
+    host = ModelHost()
+    host.put(spec.name, runtime, spec.config)
+    return host
+
+
+def static_token_check(expected: str) -> TokenCheck:
+    """A token check that accepts one shared token, for every deployment."""
+
+    def check(token: str | None, deployment: str) -> bool:
+        return token is not None and hmac.compare_digest(token.encode(), expected.encode())
+
+    return check
+
+
+def create_app_from_env() -> FastAPI:
+    """The uvicorn app factory for worker processes: serves ``MODELWORKS_SERVE_SPEC``."""
+    from modelworks.core.errors import InvalidInput
+    from modelworks.serving.model_app import create_model_app
+
+    raw = os.environ.get(SPEC_ENV)
+    if not raw:
+        raise InvalidInput(
+            f"{SPEC_ENV} is not set; start model servers with `modelworks serve TARGET`."
+        )
+    spec = ServeSpec.model_validate_json(raw)
+    token = os.environ.get(TOKEN_ENV)
+    return create_model_app(
+        build_host(spec), token_check=static_token_check(token) if token else None
+    )
+
+
+def serve(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A model package folder, or a registered version: churn@champion, churn@3."
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Deployment name in the URLs (default: the model's name)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes, each with its own copy of the model.")
+    ] = 1,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Most rows predicted in one model call.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long a request may wait for others to batch with.")
+    ] = 2.0,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Waiting requests before new ones get 503.")
+    ] = 1024,
+    max_request_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body (413 above).")
+    ] = MiB,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0.001, help="Requests per second (429 above).")
+    ] = None,
+    onnx: Annotated[
+        bool | None,
+        typer.Option(
+            "--onnx/--no-onnx",
+            help="Run the package's ONNX export (default: when it has one and it is faster).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Threads per model call (ONNX Runtime, LightGBM).")
+    ] = 1,
+    project: Annotated[
+        str, typer.Option("--project", "-p", help="Project of a registered model.")
+    ] = "default",
+    trust: Annotated[
+        bool, typer.Option(help="Load packages that can run code (pickles): only your own.")
+    ] = False,
+    graceful_timeout: Annotated[
+        int, typer.Option(min=0, help="Seconds to finish in-flight requests on shutdown.")
+    ] = 30,
+) -> None:
+    """Serve a model over HTTP: Open Inference Protocol V2 and plain JSON predictions.
+
+    Routes: POST /deployments/NAME/predict with {"records": [{...}]}, POST
+    /v2/models/NAME/infer, GET /v2/models/NAME, GET /v2/health/ready, GET /metrics.
+    Concurrent requests are batched into one model call. Set MODELWORKS_SERVE_TOKEN to
+    require 'Authorization: Bearer <token>'.
+
+    Example:
+      modelworks serve churn@champion --port 8080 --workers 2
+      curl -d '{"records": [{"tenure": 3}]}' localhost:8080/deployments/churn/predict
+    """
+    import uvicorn
+
+    from modelworks.cli.output import err_console
+    from modelworks.core.errors import InvalidInput
+
+    config = DeploymentConfig(
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_request_bytes=max_request_bytes,
+        rate_limit_per_s=rate_limit,
+    )
+    pkg, default_name, version, version_id = resolve_target(target, project=project, trust=trust)
+    deployment = _deployment_name(name) if name else default_name
+    if name and deployment != name:
+        raise InvalidInput(
+            f"--name {name!r} is not a valid deployment name; use letters, digits, '_', '-' "
+            f"and '.', e.g. {deployment!r}."
+        )
+    spec = ServeSpec(
+        package_dir=str(pkg.path),
+        name=deployment,
+        version=version,
+        version_id=version_id,
+        config=config,
+        use_onnx=onnx,
+        trust=trust,
+        threads=threads,
+    )
+    err_console.print(
+        f"Serving {version} as {deployment!r} on http://{host}:{port} "
+        f"(POST /deployments/{deployment}/predict, /v2/models/{deployment}/infer; docs at /docs)",
+        soft_wrap=True,
+    )
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "timeout_graceful_shutdown": graceful_timeout,
+    }
+    if workers == 1:
+        from modelworks.serving.model_app import create_model_app
+
+        token = os.environ.get(TOKEN_ENV)
+        app = create_model_app(
+            build_host(spec, pkg), token_check=static_token_check(token) if token else None
+        )
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        return
+    del pkg  # each worker loads its own copy; the supervisor holds none
+    os.environ[SPEC_ENV] = spec.model_dump_json()
+    uvicorn.run(
+        "modelworks.serving.serve_cli:create_app_from_env",
+        factory=True,
+        workers=workers,
+        **options,  # type: ignore[arg-type]
+    )
