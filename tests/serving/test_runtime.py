@@ -330,7 +330,11 @@ def test_one_model_call_for_many_payloads(runtime: ModelRuntime, data: Any) -> N
     results = runtime.predict_many(payloads)
     assert runtime.model_calls == before + 1
     for i, result in enumerate(results):
-        assert result == runtime.predict_records(records(X.iloc[2 * i : 2 * i + 2]))
+        alone = runtime.predict_records(records(X.iloc[2 * i : 2 * i + 2]))
+        assert isinstance(result, PredictionBatch)
+        assert result.predictions == alone.predictions
+        # one call over 20 rows may take other BLAS paths than one over 2: the last bits differ
+        np.testing.assert_allclose(result.probabilities, alone.probabilities, rtol=1e-9)
 
 
 def test_concurrent_calls_from_threads_agree(runtime: ModelRuntime, data: Any) -> None:
