@@ -4,6 +4,7 @@ a full queue refuses with 503, closing drains."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,12 +110,9 @@ def test_batches_stay_within_max_batch_size(runtime: ModelRuntime) -> None:
         assert len(big) == 20 and gated.batches[-1] == [20]
         stats = batcher.stats()
         buckets = dict(stats.cumulative_buckets())
-        assert buckets["+Inf"] == stats.batches
-        assert (
-            buckets["4"] == 0
-            and buckets["8"] == stats.batches - 1
-            and buckets["16"] == buckets["8"]
-        )
+        assert buckets[math.inf] == stats.batches
+        assert buckets[4] == 0 and buckets[8] == stats.batches - 1
+        assert buckets[16] == buckets[8] and buckets[32] == stats.batches
         assert len(stats.size_counts) == len(BATCH_SIZE_BUCKETS) + 1
         await batcher.aclose()
 

@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import collections
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,12 +56,13 @@ class BatchStats:
     # cumulative; the last slot counts batches larger than every bucket)
     size_counts: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
 
-    def cumulative_buckets(self) -> list[tuple[str, int]]:
-        """``(upper bound, batches at most that big)`` pairs, Prometheus style (``+Inf``)."""
+    def cumulative_buckets(self) -> list[tuple[float, int]]:
+        """``(upper bound, batches at most that big)`` pairs, Prometheus style (the last
+        bound is infinity)."""
         out, total = [], 0
-        for bound, count in zip([*BATCH_SIZE_BUCKETS, float("inf")], self.size_counts, strict=True):
+        for bound, count in zip([*BATCH_SIZE_BUCKETS, math.inf], self.size_counts, strict=True):
             total += count
-            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", total))
+            out.append((bound, total))
         return out
 
 

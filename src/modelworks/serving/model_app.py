@@ -36,6 +36,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -141,7 +142,8 @@ class _HostCollector:
                 )
                 depth.add_metric(labels, float(served.batcher.queue_depth))
                 stats = served.batcher.stats()
-                sizes.add_metric(labels, stats.cumulative_buckets(), float(stats.rows))
+                buckets = [(floatToGoString(b), n) for b, n in stats.cumulative_buckets()]
+                sizes.add_metric(labels, buckets, float(stats.rows))
                 rejected.add_metric(labels, float(stats.rejected))
         ready = GaugeMetricFamily(
             "modelworks_serving_ready", "1 when every expected deployment is loaded"
