@@ -226,6 +226,16 @@ def test_oip_metadata_and_ready(v1: ModelRuntime) -> None:
         assert client.get("/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
         assert client.get("/v2/models/churn/versions/1").status_code == 200
         assert client.get("/v2/models/churn/versions/7/ready").status_code == 404
+        spec = client.get("/openapi.json").json()
+        assert "#/$defs/" not in json.dumps(spec)  # request schemas are inlined
+        infer = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
+        schema = infer["content"]["application/json"]["schema"]
+        assert schema["properties"]["inputs"]["items"]["required"] == [
+            "name",
+            "shape",
+            "datatype",
+            "data",
+        ]
 
 
 def oip_body(frame: pd.DataFrame, **extra: Any) -> dict[str, Any]:

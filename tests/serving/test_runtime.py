@@ -17,7 +17,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from modelworks.core.errors import InvalidInput
+from modelworks.core.errors import CorruptData, InvalidInput
 from modelworks.registry.onnx_export import export_onnx
 from modelworks.serving.runtime import SAMPLE_ROWS, ModelInput, ModelRuntime, PredictionBatch
 from modelworks.training.package import ModelPackage, load_package, save_package
@@ -387,6 +387,17 @@ def test_onnx_is_chosen_by_timing_and_still_correct(exported: ModelPackage, data
     frame = X.iloc[:5].reset_index(drop=True)
     batch = rt.predict_records(records(frame))
     assert batch.predictions == exported.predict(frame).tolist()
+
+
+def test_a_changed_onnx_file_is_refused(exported: ModelPackage, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(exported.path, copy)
+    pkg = load_package(copy)
+    (copy / "onnx" / "model.onnx").write_bytes(b"not the model")  # changed after loading
+    with pytest.raises(CorruptData, match=r"model.onnx does not match its checksum"):
+        ModelRuntime(pkg, name="churn", version="churn@5", use_onnx=True)
 
 
 def test_use_onnx_without_an_export_is_refused(mixed: ModelPackage) -> None:

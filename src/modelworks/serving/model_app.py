@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelworks import __version__
@@ -100,6 +100,26 @@ def _malformed(what: str, exc: Exception) -> InvalidInput:
     err = InvalidInput(f"The request body is not valid JSON ({exc}); send {what}.")
     err.status_code = 400
     return err
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` inlined, for an OpenAPI request body
+    (where ``#/$defs/...`` would point nowhere)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -590,7 +610,7 @@ def create_model_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {JSON: {"schema": PredictRequest.model_json_schema()}},
+                "content": {JSON: {"schema": _inline_schema(PredictRequest)}},
             }
         },
     )
@@ -645,7 +665,7 @@ def create_model_app(
     infer_doc = {
         "requestBody": {
             "required": True,
-            "content": {JSON: {"schema": InferenceRequest.model_json_schema()}},
+            "content": {JSON: {"schema": _inline_schema(InferenceRequest)}},
         }
     }
 
