@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from modelworks.data.transport import DataBackend
     from modelworks.registry.schemas import EvaluationOut
     from modelworks.registry.transport import RegistryBackend
+    from modelworks.serving.client import DeploymentsBackend
     from modelworks.tracking.schemas import (
         ArtifactOut,
         ExperimentOut,
@@ -395,9 +396,11 @@ class Workspace:
         data: DataBackend | None = None,
         training: TrainingBackend | None = None,
         registry: RegistryBackend | None = None,
+        deployments: DeploymentsBackend | None = None,
     ) -> None:
         from modelworks.data.client import Datasets
         from modelworks.registry.client import Models
+        from modelworks.serving.client import Deployments
         from modelworks.training.jobs.client import Jobs
 
         self.tracking = tracking
@@ -414,6 +417,7 @@ class Workspace:
         self.jobs: Jobs = Jobs(self)
         self.automl = AutoML(self)
         self.models: Models = Models(self, registry)
+        self.deployments: Deployments = Deployments(self, deployments)
 
     def evaluate(self, model: str, dataset: str, **options: Any) -> EvaluationOut:
         """Evaluate a registered model version (``"churn@champion"``) on a dataset version
@@ -564,6 +568,7 @@ def connect(
     from modelworks.core.store import Store
     from modelworks.data.transport import embedded_data
     from modelworks.registry.transport import embedded_registry
+    from modelworks.serving.client import embedded_deployments
     from modelworks.training.transport import embedded_training
     from modelworks.transport import embedded_tracking
 
@@ -573,6 +578,7 @@ def connect(
         data=embedded_data(store),
         training=embedded_training(store),
         registry=embedded_registry(store),
+        deployments=embedded_deployments(store),
         project=project,
         mode="embedded",
         location=str(cfg.home_path)
@@ -600,6 +606,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
 
     from modelworks.data.transport import RemoteData
     from modelworks.registry.transport import RemoteRegistry
+    from modelworks.serving.client import RemoteDeployments
     from modelworks.training.transport import RemoteTraining
     from modelworks.transport import HttpClient, RemoteTracking
 
@@ -619,6 +626,7 @@ def _connect_remote(url: str, token: str | None, project: str, cfg: Settings) ->
         data=RemoteData(http, cfg),  # cfg: this machine's HOME caches downloaded parts
         training=RemoteTraining(http),
         registry=RemoteRegistry(http),
+        deployments=RemoteDeployments(http),
         project=project,
         mode="remote",
         location=http.base_url,

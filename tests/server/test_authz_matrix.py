@@ -610,6 +610,59 @@ REGISTRY_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
 CASES.update(REGISTRY_CASES)
 
 
+# ---- deployments -------------------------------------------------------------------------------
+def _fresh_deployment(w: World) -> str:
+    from modelworks.serving.service import DeploymentService
+
+    name = "dep-" + uuid.uuid4().hex[:8]
+    DeploymentService(w.store).create(_root(w), "p1", name, f"{_registry(w)['model']}@champion")
+    return name
+
+
+def _deployment(w: World) -> str:
+    if "deployment" not in w.cache:
+        w.cache["deployment"] = _fresh_deployment(w)
+    return str(w.cache["deployment"])
+
+
+def _fresh_deployment_token(w: World) -> tuple[str, str]:
+    from modelworks.serving.service import DeploymentService
+
+    name = _deployment(w)
+    return name, DeploymentService(w.store).create_token(_root(w), "p1", name).id
+
+
+DEP = "/api/v1/projects/{project}/deployments"
+DEPLOYMENT_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("POST", DEP): lambda w, c: {
+        "url": "/api/v1/projects/p1/deployments",
+        "json": {"name": "dep-" + uuid.uuid4().hex[:8], "model": f"{_registry(w)['model']}@1"},
+    },
+    ("GET", DEP): lambda w, c: {"url": "/api/v1/projects/p1/deployments"},
+    ("GET", DEP + "/{name}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/deployments/{_deployment(w)}"
+    },
+    ("PATCH", DEP + "/{name}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/deployments/{_deployment(w)}",
+        "json": {"description": c},
+    },
+    ("DELETE", DEP + "/{name}"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/deployments/{_fresh_deployment(w)}"
+    },
+    ("POST", DEP + "/{name}/tokens"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/deployments/{_deployment(w)}/tokens",
+        "json": {},
+    },
+    ("GET", DEP + "/{name}/tokens"): lambda w, c: {
+        "url": f"/api/v1/projects/p1/deployments/{_deployment(w)}/tokens"
+    },
+    ("DELETE", DEP + "/{name}/tokens/{token_id}"): lambda w, c: (
+        lambda n_t: {"url": f"/api/v1/projects/p1/deployments/{n_t[0]}/tokens/{n_t[1]}"}
+    )(_fresh_deployment_token(w)),
+}
+CASES.update(DEPLOYMENT_CASES)
+
+
 def _fresh_project(w: World) -> str:
     root = w.actors["root"].principal
     assert root is not None

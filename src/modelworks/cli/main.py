@@ -20,6 +20,7 @@ from modelworks.core.secrets_cli import secrets_app
 from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.registry.cli import models_app
+from modelworks.serving.cli import deployments_app
 from modelworks.tracking.cli import experiments_app, runs_app
 from modelworks.training.cli import automl, notebook, train
 from modelworks.training.jobs.cli import jobs_app
@@ -64,6 +65,7 @@ app.command(rich_help_panel=TRAINING)(train)
 app.command(rich_help_panel=TRAINING)(automl)
 app.command(rich_help_panel=TRAINING)(notebook)
 app.add_typer(models_app, rich_help_panel=REGISTRY)
+app.add_typer(deployments_app, rich_help_panel=REGISTRY)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)
 app.add_typer(projects_app, rich_help_panel=GOVERNANCE)

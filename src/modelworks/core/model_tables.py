@@ -14,6 +14,7 @@ TABLE_MODULES = (
     "modelworks.training.jobs.models",
     "modelworks.registry.models",
     "modelworks.serving.predlog_models",
+    "modelworks.serving.models",
 )
 
 

@@ -76,6 +76,9 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(training_router)
     app.include_router(registry_router)
+    from modelworks.serving.api import router as deployments_router
+
+    app.include_router(deployments_router)
     app.include_router(ui_router)
     app.include_router(training_ui_router)
     app.include_router(registry_ui_router)
