@@ -198,6 +198,38 @@ def test_package_without_signature_goes_through_pandas(tmp_path: Path, data: Any
         rt.warmup()
 
 
+def test_timestamp_columns_are_parsed_and_checked(tmp_path: Path, data: Any) -> None:
+    X, y = data
+    frame = X[["charges"]].copy()
+    frame["signup"] = pd.date_range("2024-01-01", periods=len(frame), freq="h")
+    drop = ColumnTransformer([("num", StandardScaler(), ["charges"]), ("ts", "drop", ["signup"])])
+    model = make_pipeline(drop, LogisticRegression()).fit(frame, y)
+    save_package(model, tmp_path / "pkg", input_example=frame.head())
+    pkg = load_package(tmp_path / "pkg")
+    assert pkg.signature is not None and pkg.signature.inputs[1].type.startswith("timestamp")
+    rt = ModelRuntime(pkg, name="ts", version="ts@1")
+    assert rt.input_mode == "frame"
+    rows = [
+        {"charges": 50.0, "signup": "2024-03-01T10:00:00"},
+        {"charges": 80.0, "signup": "2024-03-02"},
+    ]
+    reference = pd.DataFrame(
+        {
+            "charges": [50.0, 80.0],
+            "signup": pd.to_datetime(["2024-03-01T10:00", "2024-03-02"], format="ISO8601"),
+        }
+    )
+    assert_same(rt.predict_records(rows), pkg, reference)
+    with pytest.raises(
+        InvalidInput, match=r"row 1: 'signup' must be an ISO 8601 date-time string, got 'soon'"
+    ):
+        rt.predict_records([rows[0], {"charges": 1.0, "signup": "soon"}])
+    with pytest.raises(
+        InvalidInput, match=r"row 0: 'signup' must be an ISO 8601 date-time string, got 5"
+    ):
+        rt.predict_records([{"charges": 1.0, "signup": 5}])
+
+
 def test_warmup_runs_generated_rows(mixed: ModelPackage) -> None:
     rt = ModelRuntime(mixed, name="churn", version="churn@3")
     calls = rt.model_calls

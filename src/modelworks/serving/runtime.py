@@ -302,15 +302,18 @@ def _convert(col: _Column, values: Sequence[Any], problems: _Problems) -> np.nda
         stamps = pd.to_datetime(
             pd.Series(values, dtype=object), format="ISO8601", utc="tz=" in col.spec.type
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as exc:
         for i, v in enumerate(values):
             try:
-                pd.Timestamp(v)
+                if v is not None:
+                    pd.to_datetime(v, format="ISO8601")
             except (ValueError, TypeError):
                 problems.add(
                     i, col.name, f"row {i}: {col.name!r} must be {_EXPECT[kind]}, got {_show(v)}"
                 )
                 break
+        else:  # each value parses alone, but not together (time zones mixed with none)
+            problems.add(None, col.name, f"{col.name!r} cannot be read as one column: {exc}")
         return np.empty(0)
     if "tz=" in col.spec.type:  # kept as UTC; the frame puts the zone back
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
