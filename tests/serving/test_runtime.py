@@ -125,6 +125,22 @@ def test_lightgbm_booster_gets_a_float_matrix_and_matches_the_package(
     assert_same(one, booster, pd.DataFrame({"tenure": [12.0], "charges": [50.0]}))
 
 
+def test_lightgbm_with_a_category_column(tmp_path: Path, data: Any) -> None:
+    X, y = data
+    frame = X[["charges", "plan"]].astype({"plan": "category"})
+    model = lgb.LGBMClassifier(n_estimators=20, min_child_samples=5, verbose=-1).fit(frame, y)
+    save_package(model, tmp_path / "pkg", input_example=frame.head())
+    pkg = load_package(tmp_path / "pkg")
+    rt = ModelRuntime(pkg, name="cat", version="cat@1")
+    assert rt.input_mode == "frame"  # a Booster with pandas categories takes a DataFrame
+    rows = [{"charges": 40.0, "plan": "pro"}, {"charges": 90.0, "plan": "max"}]
+    reference = pd.DataFrame(rows).astype({"plan": "category"})
+    assert_same(rt.predict_records(rows), pkg, reference)
+    # one row holds one category: LightGBM maps values through its own categories
+    one = pd.DataFrame(rows[1:]).astype({"plan": "category"})
+    assert_same(rt.predict_records(rows[1:]), pkg, one)
+
+
 def test_numeric_pipeline_fitted_on_named_columns_gets_a_frame(tmp_path: Path, data: Any) -> None:
     X, y = data
     Xn = X[["tenure", "charges"]].astype(float)
