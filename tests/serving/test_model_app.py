@@ -682,6 +682,8 @@ def test_metrics_have_the_series(v1: ModelRuntime, frame: pd.DataFrame) -> None:
         got[("modelworks_serving_batch_size_bucket", (*churn, ("le", "4.0"), ("role", "primary")))]
         == 2
     )
+    assert got[("modelworks_serving_model_seconds_total", primary)] > 0
+    assert got[("modelworks_serving_queue_rejected_total", primary)] == 0
     assert got[("modelworks_serving_ready", ())] == 1
 
 

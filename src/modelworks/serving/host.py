@@ -380,7 +380,9 @@ class ModelHost:
         return sorted(self._deployments)
 
     def deployments(self) -> list[Deployment]:
-        return [self._deployments[n] for n in self.names()]
+        """The deployments by name (a snapshot: safe while others are put or removed)."""
+        snapshot = dict(self._deployments)
+        return [snapshot[n] for n in sorted(snapshot)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._deployments

@@ -153,6 +153,11 @@ class _HostCollector:
             "Requests refused because the queue was full",
             labels=["deployment", "role"],
         )
+        busy = CounterMetricFamily(
+            "modelworks_serving_model_seconds",
+            "Time spent converting rows and running the model, in the batch worker",
+            labels=["deployment", "role"],
+        )
         for deployment in self.host.deployments():
             for served in deployment.models():
                 rt = served.runtime
@@ -165,6 +170,7 @@ class _HostCollector:
                 buckets = [(floatToGoString(b), n) for b, n in stats.cumulative_buckets()]
                 sizes.add_metric(labels, buckets, float(stats.rows))
                 rejected.add_metric(labels, float(stats.rejected))
+                busy.add_metric(labels, stats.busy_seconds)
         ready = GaugeMetricFamily(
             "modelworks_serving_ready", "1 when every expected deployment is loaded"
         )
@@ -178,7 +184,7 @@ class _HostCollector:
             "modelworks_serving_shadow_errors", "Shadow requests that failed (not seen by callers)"
         )
         shadow.add_metric([], float(self.host.shadow_errors))
-        return [info, depth, sizes, rejected, ready, dropped, shadow]
+        return [info, depth, sizes, rejected, busy, ready, dropped, shadow]
 
 
 class _Metrics:
