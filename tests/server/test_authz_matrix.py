@@ -54,8 +54,13 @@ class World:
         self.data = DataService(self.store)
 
 
-@pytest.fixture
-def world(store: Store) -> Iterator[World]:
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One world for the module: every case builds the fresh objects it mutates, so the
+    callers can share the users, the project and the slow-to-make registry objects."""
+    from modelworks.core.config import Settings
+
+    store = Store(Settings(home=tmp_path_factory.mktemp("authz-home")))
     gov = GovernanceService(store)
     gov.bootstrap_admin("root", "root-password")
     root = gov.authenticate_password("root", "root-password")
@@ -72,6 +77,7 @@ def world(store: Store) -> Iterator[World]:
     app = create_app(store, run_jobs=False)  # submitted jobs stay queued
     with TestClient(app, follow_redirects=False) as client:
         yield World(store, client, gov, TrackingService(store), actors)
+    store.close()
 
 
 LEVEL_RANK = {"viewer": 1, "editor": 2, "maintainer": 3, "admin": 4}
