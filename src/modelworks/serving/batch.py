@@ -88,8 +88,8 @@ class BatchResult:
 
     ``output`` is where the predictions are: the file or folder written, or the dataset
     version made by :func:`predict_to_dataset` (``"scores@1"``); ``files`` the files that
-    hold them, in row order. ``batches`` is the number of model calls (None on Ray Data
-    when it writes the files itself: the cluster splits the work).
+    hold them, in row order. ``batches`` is the number of model calls (None on Ray Data,
+    where the cluster splits the work).
     """
 
     rows: int
@@ -152,10 +152,10 @@ def _open_input(source: BatchSource, batch_rows: int) -> _Input:
             return _Input(source, files, "csv", source.format.parse_options.delimiter, label)
         return _Input(source, files, "parquet", ",", label)
     if isinstance(source, (str, os.PathLike)):
-        files = _expand(source)
+        files = [os.path.abspath(f) for f in _expand(source)]  # Ray workers run elsewhere
         label = os.fspath(source)
     else:
-        files = [os.fspath(p) for p in source]
+        files = [os.path.abspath(os.fspath(p)) for p in source]
         if not files:
             raise InvalidInput("No input files were given; pass a path, a folder or a glob.")
         missing = [f for f in files if not os.path.isfile(f)]
@@ -562,7 +562,7 @@ def _run_ray(
     address: str,
     progress: bool,
 ) -> tuple[int, int | None]:
-    """The same work on Ray Data; returns (rows, batches or None when Ray wrote)."""
+    """The same work on Ray Data; returns (rows, None): the cluster splits the batches."""
     try:
         import ray
         import ray.data
@@ -585,7 +585,11 @@ def _run_ray(
     ctx.execution_options.preserve_order = True  # rows come out in input order
     ctx.enable_progress_bars = progress
     try:
-        concurrency = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        concurrency = workers or max(1, int(cpus) - 1)
+        # Actors that reserved every CPU would starve Ray Data's own read and write tasks
+        # (the run would hang): together they leave one CPU free, each reserves at most one.
+        actor_cpus = max(0.0, min(1.0, (cpus - 1.0) / concurrency))
         if inp.format == "csv":
             data = ray.data.read_csv(
                 inp.files,
@@ -594,28 +598,28 @@ def _run_ray(
                 convert_options=pacsv.ConvertOptions(include_columns=plan.read),
             )
         else:
-            data = ray.data.read_parquet(inp.files, columns=plan.read, file_extensions=None)
+            data = ray.data.read_parquet(inp.files, file_extensions=None)
+            data = data.select_columns(plan.read)  # pushed down into the read
         scored = data.map_batches(
             _RayScorer,
             fn_constructor_kwargs={"package": [ray.put(pkg)], "plan": plan},
             batch_size=batch_rows,
             batch_format="pyarrow",
-            concurrency=concurrency,
-            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=actor_cpus,
         )
         if out.single_file:
             writer = _Writer(out.file, plan.schema, out.format)
-            rows = batches = 0
+            rows = 0
             try:
                 for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
                     table = cast(pa.Table, block)
                     if table.num_rows:
                         writer.write(table.cast(plan.schema))
                         rows += table.num_rows
-                        batches += 1
             finally:
                 writer.close()
-            return rows, batches
+            return rows, None
         from ray.data.datasource import FilenameProvider
 
         class _Parts(FilenameProvider):
@@ -741,6 +745,7 @@ def predict_to_dataset(
     from modelworks.governance.access import require_project
     from modelworks.registry.evaluations import EvaluationService
 
+    started = time.perf_counter()
     check_dataset_name(output_dataset)
     for name in ("output_format", "output", "overwrite"):
         if name in options:
@@ -762,6 +767,7 @@ def predict_to_dataset(
             output_dataset,
             ParquetSource(path=result.output),
             parents=[scored],
+            relation="derived_from",
             message=message or f"Predictions of {version.ref} on {scored.ref}.",
         )
     finally:
@@ -783,5 +789,5 @@ def predict_to_dataset(
                      "executor": result.executor},
         )  # fmt: skip
     _, parts = data.read_paths(principal, project, made.ref)
-    final = replace(result, output=made.ref, files=parts, seconds=result.seconds)
+    final = replace(result, output=made.ref, files=parts, seconds=time.perf_counter() - started)
     return final, made.ref
