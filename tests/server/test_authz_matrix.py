@@ -669,6 +669,56 @@ DEPLOYMENT_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
 CASES.update(DEPLOYMENT_CASES)
 
 
+def _served(w: World) -> str:
+    """The shared deployment, loaded by the server's deployment manager."""
+    name = _deployment(w)
+    if "served" not in w.cache:
+        w.client.app.state.deployment_manager.sync_once()  # type: ignore[attr-defined]
+        w.cache["served"] = True
+    return name
+
+
+def _infer_body() -> dict[str, Any]:
+    return {"inputs": [{"name": c, "shape": [1], "datatype": "FP64", "data": [0.5]}
+                       for c in ("a", "b")]}  # fmt: skip
+
+
+def _version_ref(w: World) -> str:
+    return f"{_registry(w)['model']}@1"
+
+
+INFERENCE_CASES: dict[tuple[str, str], Callable[[World, str], Request]] = {
+    ("POST", "/deployments/{name}/predict"): lambda w, c: {
+        "url": f"/deployments/{_served(w)}/predict",
+        "json": {"records": [{"a": 0.1, "b": 0.2}]},
+    },
+    ("POST", "/deployments/{name}/feedback"): lambda w, c: {
+        "url": f"/deployments/{_served(w)}/feedback",
+        "json": {"request_id": "r-" + uuid.uuid4().hex[:8], "ground_truth": 1},
+    },
+    ("POST", "/v2/models/{name}/infer"): lambda w, c: {
+        "url": f"/v2/models/{_served(w)}/infer",
+        "json": _infer_body(),
+    },
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): lambda w, c: {
+        "url": f"/v2/models/{_served(w)}/versions/{_version_ref(w)}/infer",
+        "json": _infer_body(),
+    },
+    ("GET", "/v2"): lambda w, c: {"url": "/v2"},
+    ("GET", "/v2/health/live"): lambda w, c: {"url": "/v2/health/live"},
+    ("GET", "/v2/health/ready"): lambda w, c: (_served(w), {"url": "/v2/health/ready"})[1],
+    ("GET", "/v2/models/{name}"): lambda w, c: {"url": f"/v2/models/{_served(w)}"},
+    ("GET", "/v2/models/{name}/ready"): lambda w, c: {"url": f"/v2/models/{_served(w)}/ready"},
+    ("GET", "/v2/models/{name}/versions/{version}"): lambda w, c: {
+        "url": f"/v2/models/{_served(w)}/versions/{_version_ref(w)}"
+    },
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): lambda w, c: {
+        "url": f"/v2/models/{_served(w)}/versions/{_version_ref(w)}/ready"
+    },
+}
+CASES.update(INFERENCE_CASES)
+
+
 def _fresh_project(w: World) -> str:
     root = w.actors["root"].principal
     assert root is not None
@@ -777,9 +827,10 @@ def test_every_route_has_a_rule_and_a_case(world: World) -> None:
 
 
 def _is_ui(path: str) -> bool:
-    return not (path.startswith("/api/") or path in {"/healthz", "/readyz", "/metrics"}) and (
-        path not in {"/docs", "/openapi.json", "/docs/oauth2-redirect"}
-    )
+    inference = path == "/v2" or path.startswith(("/v2/", "/deployments/"))
+    return not (
+        path.startswith("/api/") or inference or path in {"/healthz", "/readyz", "/metrics"}
+    ) and (path not in {"/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
 
 def test_docs_routes_are_fastapis_own(world: World) -> None:

@@ -29,17 +29,23 @@ log = logging.getLogger("modelworks.server")
 PROBLEM = "application/problem+json"
 
 
-def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
+def create_app(
+    store: Store | None = None, *, run_jobs: bool = True, serve_deployments: bool = True
+) -> FastAPI:
     """Build the server app on ``store`` (default: the store from the environment).
 
     ``run_jobs``: while the app is served, a job runner thread runs the queued local jobs.
+    ``serve_deployments``: the app serves the deployments (``/deployments/{name}/predict``,
+    ``/v2/models/{name}/infer``), loading and swapping models as aliases move.
     """
+    from modelworks.serving.mount import deployments_lifespan
     from modelworks.training.jobs.runner import runner_lifespan
     from modelworks.training.jobs.service import JobService
 
     store = store or Store()
+    jobs_lifespan = runner_lifespan(store) if run_jobs else None
     app = FastAPI(
-        lifespan=runner_lifespan(store) if run_jobs else None,
+        lifespan=deployments_lifespan(jobs_lifespan) if serve_deployments else jobs_lifespan,
         title="Modelworks",
         version=__version__,
         description="The Modelworks REST API. Authenticate with 'Authorization: Bearer <token>'.",
@@ -79,6 +85,10 @@ def create_app(store: Store | None = None, *, run_jobs: bool = True) -> FastAPI:
     from modelworks.serving.api import router as deployments_router
 
     app.include_router(deployments_router)
+    if serve_deployments:
+        from modelworks.serving.mount import install_deployments
+
+        install_deployments(app, store)
     app.include_router(ui_router)
     app.include_router(training_ui_router)
     app.include_router(registry_ui_router)
@@ -199,8 +209,13 @@ def _install_probes(app: FastAPI) -> None:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["ops"], **auth_rule("public"))
-    def metrics() -> PlainTextResponse:
-        """Prometheus metrics."""
+    def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus metrics: the server's, and the deployments' (requests, latency,
+        errors, batch sizes, queue depth, model versions)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest()
+        models = getattr(request.app.state, "model_metrics", None)
+        if models is not None:
+            body += generate_latest(models)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)

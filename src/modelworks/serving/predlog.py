@@ -50,6 +50,7 @@ from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
 from modelworks.governance.models import Project
+from modelworks.serving.host import PredictionRecord  # the rows the model host hands over
 from modelworks.serving.predlog_models import PredictionFeedback, PredictionLogFile
 
 logger = logging.getLogger(__name__)
@@ -79,26 +80,6 @@ FEEDBACK_COLUMNS = [
     pa.field("feedback_ts", TS_TYPE),
 ]
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """One served prediction.
-
-    Stand-in with the exact shape of ``modelworks.serving.host.PredictionRecord`` until that
-    module exists; the log reads only these attributes, so either class may be appended.
-    ``ts`` should be timezone-aware (a naive one is taken as UTC).
-    """
-
-    request_id: str
-    deployment: str
-    model_version: str
-    version_id: str
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-    latency_ms: float
-    ts: datetime
-    role: str
 
 
 @dataclass(frozen=True)
