@@ -20,7 +20,9 @@ from modelworks.core.secrets_cli import secrets_app
 from modelworks.data.cli import data_app
 from modelworks.governance.cli import audit_app, projects_app, tokens_app, users_app
 from modelworks.registry.cli import models_app
+from modelworks.serving.batch_cli import predict
 from modelworks.serving.cli import deployments_app
+from modelworks.serving.serve_cli import serve
 from modelworks.tracking.cli import experiments_app, runs_app
 from modelworks.training.cli import automl, notebook, train
 from modelworks.training.jobs.cli import jobs_app
@@ -66,6 +68,8 @@ app.command(rich_help_panel=TRAINING)(automl)
 app.command(rich_help_panel=TRAINING)(notebook)
 app.add_typer(models_app, rich_help_panel=REGISTRY)
 app.add_typer(deployments_app, rich_help_panel=REGISTRY)
+app.command(rich_help_panel=REGISTRY)(serve)
+app.command(rich_help_panel=REGISTRY)(predict)
 app.add_typer(users_app, rich_help_panel=GOVERNANCE)
 app.add_typer(tokens_app, rich_help_panel=GOVERNANCE)
 app.add_typer(projects_app, rich_help_panel=GOVERNANCE)

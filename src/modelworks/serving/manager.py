@@ -13,8 +13,10 @@ serving; the error is recorded on the deployment (``modelworks deployments show`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
+import time
 from typing import Any
 
 from modelworks.core.auth import Principal, Role
@@ -28,6 +30,7 @@ log = logging.getLogger("modelworks.serving")
 
 # The serving side acts as the system: it reads every project's deployments and models.
 SYSTEM = Principal(username="modelworks-serving", superuser=True, via="system")
+TOKEN_TTL_S = 5.0
 
 
 class DeploymentManager:
@@ -45,6 +48,7 @@ class DeploymentManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._token_cache: dict[tuple[str, str], tuple[bool, float]] = {}
 
     # ---- the loop ----------------------------------------------------------------------
     def start(self) -> DeploymentManager:
@@ -139,9 +143,25 @@ class DeploymentManager:
     # ---- who may call a deployment ---------------------------------------------------------
     def check_token(self, token: str | None, deployment: str) -> bool:
         """A deployment token scoped to ``deployment``, or a user's API token with at least
-        the viewer role in the deployment's project."""
+        the viewer role in the deployment's project.
+
+        Called on the event loop for every prediction, so decisions are cached for
+        ``TOKEN_TTL_S`` seconds: a revoked token stops working within that time.
+        """
         if not token:
             return False
+        key = (hashlib.sha256(token.encode()).hexdigest(), deployment)
+        now = time.monotonic()
+        cached = self._token_cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        allowed = self._check_token(token, deployment)
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[key] = (allowed, now + TOKEN_TTL_S)
+        return allowed
+
+    def _check_token(self, token: str, deployment: str) -> bool:
         if token.startswith(TOKEN_PREFIX):
             return self.service.check_token(token, deployment)
         from modelworks.core.errors import ModelworksError
