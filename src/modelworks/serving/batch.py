@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,6 +70,7 @@ PROBABILITY = "probability"
 OUTPUTS = (PREDICTION, PROBABILITY)
 SAMPLE_ROWS = 64  # scored first, to check types and learn the output schema
 PART_NAME = "part-00000"
+CSV_BLOCK = 1 << 20
 
 OutputFormat = Literal["parquet", "csv"]
 Columns = Sequence[Literal["prediction", "probability"]]
@@ -113,6 +114,7 @@ class _Input:
     format: Literal["parquet", "csv"]
     delimiter: str
     label: str
+    own: bool = True  # False for a dataset object the caller made: read it as given
 
 
 def _expand(source: str | os.PathLike[str]) -> list[str]:
@@ -149,8 +151,9 @@ def _open_input(source: BatchSource, batch_rows: int) -> _Input:
         files = list(getattr(source, "files", []) or [])
         label = files[0] if len(files) == 1 else f"the dataset of {len(files)} files"
         if isinstance(source.format, pds.CsvFileFormat):
-            return _Input(source, files, "csv", source.format.parse_options.delimiter, label)
-        return _Input(source, files, "parquet", ",", label)
+            delimiter = source.format.parse_options.delimiter
+            return _Input(source, files, "csv", delimiter, label, own=False)
+        return _Input(source, files, "parquet", ",", label, own=False)
     if isinstance(source, (str, os.PathLike)):
         files = [os.path.abspath(f) for f in _expand(source)]  # Ray workers run elsewhere
         label = os.fspath(source)
@@ -169,7 +172,7 @@ def _open_input(source: BatchSource, batch_rows: int) -> _Input:
             csv_format = pds.CsvFileFormat(
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 # Blocks about the size of a batch: the reader never holds much more.
-                read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 256)),
+                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
             )
             return _Input(pds.dataset(files, format=csv_format), files, "csv", delimiter, label)
         # pre_buffer off: read a row group's columns as they are decoded, not all at once.
@@ -318,11 +321,15 @@ def _score(pkg: ModelPackage, plan: _Plan, batch: pa.Table | pa.RecordBatch) -> 
 
 def _output_schema(pkg: ModelPackage, plan: _Plan, inp: _Input) -> _Plan:
     """Score the first rows: types are checked now, and they fix the output schema."""
+    # Read like the run reads (a dataset's head() decodes whole row groups, and more).
+    reader = _read(inp, plan.read, SAMPLE_ROWS, 1)
     try:
-        sample = inp.dataset.head(SAMPLE_ROWS, columns=plan.read)
+        sample = next(_rebatch(reader, SAMPLE_ROWS), None)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(f"Cannot read {inp.label}: {exc}.") from None
-    if sample.num_rows == 0:
+    finally:
+        reader.close()
+    if sample is None or sample.num_rows == 0:
         raise InvalidInput(f"{inp.label} has no rows, so there is nothing to predict.")
     try:
         scored = _score(pkg, plan, sample)
@@ -439,6 +446,62 @@ def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(held)
 
 
+PARQUET_BUFFER = 1 << 20
+
+
+def _read(
+    inp: _Input, columns: list[str], batch_rows: int, workers: int
+) -> Generator[pa.RecordBatch, None, None]:
+    """The input's batches, in order, holding about ``batch_rows`` rows at a time.
+
+    Parquet files are read one after another with ``ParquetFile.iter_batches`` on a
+    buffered stream: it decodes a batch's pages as it goes, so memory follows the batch
+    size, not the row-group size (a dataset scanner decodes whole row groups, and reads
+    ahead of a slow consumer without bound). CSV files are streamed block by block with the
+    first file's column types; a dataset object the caller made is read by its scanner.
+    """
+    if inp.format == "csv" and inp.own:
+        types = {c: inp.dataset.schema.field(c).type for c in columns}  # as in the first file
+        for path in inp.files:
+            # Arrow's CSV reader reads up to 32 blocks ahead of the batches it hands out:
+            # blocks of 1 MiB (its default) keep that to 32 MiB, whatever the batch size.
+            try:
+                reader = pacsv.open_csv(
+                    path,
+                    read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
+                    parse_options=pacsv.ParseOptions(delimiter=inp.delimiter),
+                    convert_options=pacsv.ConvertOptions(
+                        include_columns=columns, column_types=types
+                    ),
+                )
+            except (KeyError, pa.ArrowInvalid) as exc:
+                raise InvalidInput(
+                    f"Cannot read {path} like the first file: {exc}. Every input file needs "
+                    "the model's columns, with the same types."
+                ) from None
+            yield from reader
+        return
+    if inp.format != "parquet" or not inp.own:
+        scanner = inp.dataset.scanner(
+            columns=columns, batch_size=batch_rows, batch_readahead=max(2, workers),
+            fragment_readahead=1,
+        )  # fmt: skip
+        yield from scanner.to_batches()
+        return
+    wanted = pa.schema([inp.dataset.schema.field(c) for c in columns])
+    for path in inp.files:
+        file = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER)
+        names = file.schema_arrow.names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise InvalidInput(
+                f"{path} lacks the column(s) {', '.join(map(repr, missing))} that the first "
+                "file has; every input file needs the model's columns."
+            )
+        for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch if batch.schema == wanted else batch.select(columns).cast(wanted)
+
+
 class _Progress:
     """A rich progress bar over rows on stderr, or nothing."""
 
@@ -499,12 +562,6 @@ def _run_local(
     """Score on a thread pool, writing results in input order; returns (rows, batches)."""
     assert plan.schema is not None  # set by _output_schema
     window = 2 * workers  # batches in flight: the memory bound
-    scanner = inp.dataset.scanner(
-        columns=plan.read,
-        batch_size=batch_rows,
-        batch_readahead=max(2, workers),
-        fragment_readahead=1,
-    )
     bar = _Progress(progress, _total_rows(inp), Path(inp.label).name or inp.label)
     writer = _Writer(out.file, plan.schema, out.format)
     rows = batches = 0
@@ -521,7 +578,7 @@ def _run_local(
             bar.advance(table.num_rows)
 
     try:
-        for table in _rebatch(scanner.to_batches(), batch_rows):
+        for table in _rebatch(_read(inp, plan.read, batch_rows, workers), batch_rows):
             pending.append(pool.submit(_score, pkg, plan, table))
             drain(window - 1)
         drain(0)
