@@ -550,6 +550,21 @@ def _total_rows(inp: _Input) -> int | None:
         return None
 
 
+def _share_cores(threads: int) -> None:
+    """Give this worker thread's OpenMP regions ``threads`` threads (cores / workers).
+
+    LightGBM, XGBoost and scikit-learn's tree models predict with OpenMP teams as large as
+    the machine; ``workers`` of them at once would put workers x cores threads on the
+    cores, and OpenMP threads spin while they wait. The OpenMP thread count is a per-thread
+    setting, so this affects only the pool's own threads.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings it; without it, leave OpenMP as it is
+        return
+    threadpool_limits(limits=threads, user_api="openmp")
+
+
 def _run_local(
     pkg: ModelPackage,
     plan: _Plan,
@@ -566,7 +581,12 @@ def _run_local(
     writer = _Writer(out.file, plan.schema, out.format)
     rows = batches = 0
     pending: deque[Future[pa.Table]] = deque()
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="modelworks-batch")
+    pool = ThreadPoolExecutor(
+        workers,
+        thread_name_prefix="modelworks-batch",
+        initializer=_share_cores,
+        initargs=(max(1, _default_workers() // workers),),
+    )
 
     def drain(limit: int) -> None:
         nonlocal rows, batches
