@@ -132,7 +132,8 @@ def _expand(source: str | os.PathLike[str]) -> list[str]:
         files = sorted(
             str(p)
             for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith((".", "_")) for part in p.parts[-1:])
+            # hidden and marker names (.tmp folders, _SUCCESS) are not data
+            if p.is_file() and not any(n.startswith((".", "_")) for n in p.relative_to(path).parts)
         )
         data = [f for f in files if f.endswith(_PARQUET_SUFFIXES)]
         data = data or [f for f in files if Path(f).suffix.lower() in _CSV_DELIMITERS]
@@ -145,8 +146,9 @@ def _expand(source: str | os.PathLike[str]) -> list[str]:
     raise NotFound(f"There is no file or folder at {text}. Check the path.")
 
 
-def _open_input(source: BatchSource, batch_rows: int) -> _Input:
-    """A pyarrow dataset over ``source``, and the file list Ray Data needs."""
+def _open_input(source: BatchSource) -> _Input:
+    """A pyarrow dataset over ``source`` (for its schema and row count; :func:`_read` reads
+    the rows), and the file list that Ray Data reads."""
     if isinstance(source, pds.Dataset):
         files = list(getattr(source, "files", []) or [])
         label = files[0] if len(files) == 1 else f"the dataset of {len(files)} files"
@@ -171,11 +173,9 @@ def _open_input(source: BatchSource, batch_rows: int) -> _Input:
             delimiter = _CSV_DELIMITERS[suffix]
             csv_format = pds.CsvFileFormat(
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                # Blocks about the size of a batch: the reader never holds much more.
                 read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
             )
             return _Input(pds.dataset(files, format=csv_format), files, "csv", delimiter, label)
-        # pre_buffer off: read a row group's columns as they are decoded, not all at once.
         scan = pds.ParquetFragmentScanOptions(pre_buffer=False)
         parquet_format = pds.ParquetFileFormat(default_fragment_scan_options=scan)
         return _Input(pds.dataset(files, format=parquet_format), files, "parquet", ",", label)
@@ -226,7 +226,7 @@ def _plan(
     if PROBABILITY in wanted and not classifier:
         raise InvalidInput(
             f"This is a {pkg.task} model, so it has no class probabilities; ask for "
-            "columns_out=['prediction'] (CLI: leave out --probability)."
+            "columns_out=['prediction'] only."
         )
     names = list(schema.names)
     keep = list(dict.fromkeys(keep))
@@ -751,7 +751,8 @@ def predict_batch(
     ``columns_out`` picks ``"prediction"`` and/or ``"probability"`` (one
     ``probability_<class>`` column per class; both by default for classifiers).
     ``keep_columns`` are copied through (ids), ``ignore_columns`` are input columns the model
-    does not take (a label); any other column the signature does not name is an error.
+    does not take (a label); any other column the signature does not name is an error (a
+    model saved without a signature gets every column not kept or ignored).
 
     ``ray_address`` (default ``MODELWORKS_RAY_ADDRESS``; ``""`` forces this process) runs
     the work on Ray Data; ``workers`` is then the number of actors (default: the cluster's
@@ -765,7 +766,7 @@ def predict_batch(
     if workers is not None and workers < 1:
         raise InvalidInput(f"workers must be at least 1; got {workers}.")
     address = get_settings().ray_address if ray_address is None else ray_address
-    inp = _open_input(source, batch_rows)
+    inp = _open_input(source)
     plan = _plan(model, inp.dataset.schema, inp.label, columns_out, keep_columns, ignore_columns)
     out = _output(output, output_format, overwrite)
     try:
