@@ -562,6 +562,9 @@ def create_model_app(
             label = name
             deployment.admit()
             body = await _read_body(request, deployment.config.max_request_bytes, name)
+            # The deployment may have been swapped while the body arrived (an alias moved):
+            # route on the current one, with no await between routing and queueing.
+            deployment = host.get(name)
             served, payload, context = parse(body, deployment, request)
             request_id = current_request_id()
             batch = await served.batcher.submit_input(payload)
