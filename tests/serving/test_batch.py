@@ -417,7 +417,7 @@ def test_ray_data_gives_the_same_output(
     assert one.executor == "ray" and one.rows == ROWS and one.batches is None
     assert pq.read_table(one.output).equals(expected)
     assert many.rows == ROWS and all(Path(f).parent == tmp_path / "ray-folder" for f in many.files)
-    assert pds.dataset(many.files).to_table().equals(expected)  # part names sort in row order
+    assert pds.dataset(many.files).to_table().equals(expected)  # one part, in row order
 
 
 # ---- CLI -----------------------------------------------------------------------------------

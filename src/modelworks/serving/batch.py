@@ -13,8 +13,8 @@ output schema, so a mismatch fails in a second, not an hour in.
 
 With a Ray address (``ray_address=`` or ``MODELWORKS_RAY_ADDRESS``) the same work runs on
 Ray Data: ``read_parquet`` -> ``map_batches`` over a pool of actors that each receive the
-model once -> ``write_parquet`` (or, for a single output file, a writer on the driver fed
-by the cluster). The output is the same: the same columns, types, rows and order.
+model once -> a writer on the driver fed by the cluster, in order (the output path is the
+driver's). The output is the same: the same columns, types, rows and order.
 
 Output columns: the ``keep_columns`` (ids and the like, carried through unchanged), then
 ``prediction`` (class labels for classifiers, values for regressors) and, for classifiers,
@@ -625,10 +625,6 @@ class _RayScorer:
         return _score(self.pkg, self.plan, batch)
 
 
-def _ray_files(out_dir: Path) -> list[Path]:
-    return sorted(p for p in out_dir.iterdir() if p.is_file())
-
-
 def _run_ray(
     pkg: ModelPackage,
     plan: _Plan,
@@ -685,34 +681,19 @@ def _run_ray(
             compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=actor_cpus,
         )
-        if out.single_file:
-            writer = _Writer(out.file, plan.schema, out.format)
-            rows = 0
-            try:
-                for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    table = cast(pa.Table, block)
-                    if table.num_rows:
-                        writer.write(table.cast(plan.schema))
-                        rows += table.num_rows
-            finally:
-                writer.close()
-            return rows, None
-        from ray.data.datasource import FilenameProvider
-
-        class _Parts(FilenameProvider):
-            """``part-<task>-<write>``: names sort in row order (order is preserved)."""
-
-            def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-                return f"part-{task_index:06}-{write_uuid}.{out.format}"
-
-        write = scored.write_parquet if out.format == "parquet" else scored.write_csv
-        kwargs: dict[str, Any] = {"schema": plan.schema} if out.format == "parquet" else {}
-        write(str(out.tmp), filename_provider=_Parts(), **kwargs)
-        files = _ray_files(out.tmp)
-        if out.format == "parquet":
-            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        else:
-            rows = pds.dataset([str(f) for f in files], format="csv").count_rows()
+        # The driver writes what the actors return, in order: the output path is this
+        # machine's (a worker on another node writing "/data/out" would fill its own disk),
+        # and Ray Data's own writers gave no row order across files (seen in CI).
+        writer = _Writer(out.file, plan.schema, out.format)
+        rows = 0
+        try:
+            for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+                table = cast(pa.Table, block)
+                if table.num_rows:
+                    writer.write(table.cast(plan.schema))
+                    rows += table.num_rows
+        finally:
+            writer.close()
         return rows, None
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
