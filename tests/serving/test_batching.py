@@ -47,6 +47,9 @@ class GatedRuntime:
         self.gate.set()
         self.entered = threading.Event()
 
+    def limit_threads(self) -> None:
+        self.inner.limit_threads()
+
     def predict_many(self, payloads: Sequence[ModelInput]) -> list[PredictionBatch | BaseException]:
         self.batches.append([p.rows for p in payloads])
         self.entered.set()

@@ -7,13 +7,19 @@ once), up to ``max_batch_size`` rows, and hands the batch to a worker thread, wh
 runtime checks and converts each request, runs the model once over all of them and the
 answers are split back to their callers. The event loop only queues and wakes.
 
+With the default ``max_wait_ms=0`` nobody waits on purpose: a request that finds the model
+idle runs at once (lowest latency when traffic is light), and the requests that arrive
+while a batch runs share the next model call (batches grow with the load by themselves).
+A positive wait trades latency for bigger batches, which pays when one model call costs
+much more than its rows (large neural networks, GPUs).
+
 One batch runs at a time per batcher: while it runs, the next one fills up, which is
 where batching pays off under load. A request with more rows than ``max_batch_size``
 goes alone. When ``max_queue`` requests are already waiting, ``submit`` raises
 ``ServiceUnavailable`` (the server answers 503 with ``Retry-After``) rather than letting
 latency grow without bound.
 
->>> batcher = DynamicBatcher(runtime, max_batch_size=64, max_wait_ms=2.0)  # doctest: +SKIP
+>>> batcher = DynamicBatcher(runtime, max_batch_size=64)  # doctest: +SKIP
 >>> answer = await batcher.submit([{"tenure": 3, "plan": "pro"}])  # doctest: +SKIP
 >>> await batcher.aclose()  # finishes what was queued  # doctest: +SKIP
 """
@@ -84,7 +90,7 @@ class DynamicBatcher:
         runtime: ModelRuntime,
         *,
         max_batch_size: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         max_queue: int = 1024,
         name: str = "",
     ) -> None:
@@ -215,7 +221,9 @@ class DynamicBatcher:
         self._wake = asyncio.Event()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"modelworks-batch-{self.name}"
+                max_workers=1,
+                thread_name_prefix=f"modelworks-batch-{self.name}",
+                initializer=self.runtime.limit_threads,
             )
         self._task = loop.create_task(self._collect(), name=f"batcher:{self.name}")
         return loop

@@ -84,7 +84,12 @@ class DeploymentConfig(BaseModel):
 
     max_batch_size: int = Field(default=64, ge=1, le=65536, description="Rows per model call.")
     max_wait_ms: float = Field(
-        default=2.0, ge=0, le=10_000, description="How long a request may wait for others."
+        default=0.0,
+        ge=0,
+        le=10_000,
+        description="How long a request may wait for others to batch with (0: a request "
+        "that finds the model idle runs at once; those that arrive while it runs share the "
+        "next call).",
     )
     max_queue: int = Field(default=1024, ge=1, description="Waiting requests before 503.")
     max_request_bytes: int = Field(default=MiB, ge=1, description="Largest request body.")
