@@ -4,10 +4,14 @@ answer exactly as the package does, and scale back down when the load stops."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,15 @@ def test_bad_autoscaling_knobs_are_invalid_input(knobs: dict[str, Any], message:
         autoscaling_config(**knobs)
 
 
+@pytest.fixture
+def no_ray_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelworks.core.config import get_settings
+
+    monkeypatch.delenv("MODELWORKS_RAY_ADDRESS", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("no_ray_setting")
 def test_deploy_checks_before_connecting(package: ModelPackage) -> None:
     with pytest.raises(InvalidInput, match="min_replicas"):
         deploy_on_ray(package.path, address="127.0.0.1:1", min_replicas=2, max_replicas=1)
@@ -111,10 +124,40 @@ def test_package_archive_round_trips(package: ModelPackage, tmp_path: Path) -> N
         package_archive(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-replicas", "3"], "--max-replicas only apply on a Ray cluster"),
+        (["--ray-address", "127.0.0.1:1", "--workers", "2"], "--workers is for the local"),
+        (
+            ["--ray-address", "127.0.0.1:1", "--min-replicas", "3", "--max-replicas", "2"],
+            "min_replicas (3) is more than max_replicas (2)",
+        ),
+        (["--ray"], "No Ray cluster to serve on"),
+    ],
+)
+@pytest.mark.usefixtures("no_ray_setting")
+def test_cli_rejects_bad_ray_options(package: ModelPackage, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from modelworks.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", str(package.path), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
 # ---- on a real cluster ------------------------------------------------------------------------
-@pytest.fixture
-def ray_serve(ray_cluster: Any) -> Iterator[int]:
-    """Serve on the fixture's cluster, its HTTP proxy on a free port; shut down after."""
+@dataclass(frozen=True)
+class ServeOnRay:
+    address: str  # the cluster's
+    port: int  # Serve's HTTP proxy
+
+
+@pytest.fixture(scope="module")
+def ray_serve(ray_cluster: Any) -> Iterator[ServeOnRay]:
+    """Serve on the fixture's cluster, its HTTP proxy on a free port; shut down after the
+    module (each test deletes its own application)."""
     import ray
     from ray import serve
 
@@ -122,7 +165,7 @@ def ray_serve(ray_cluster: Any) -> Iterator[int]:
     ray.init(address=ray_cluster.address, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield port
+        yield ServeOnRay(ray_cluster.address, port)
     finally:
         try:
             serve.shutdown()
@@ -193,10 +236,10 @@ def test_replicas_scale_up_under_load_and_back_down(ray_serve: int, package: Mod
         metrics_interval_s=0.5,
         max_ongoing_requests=4,
         replica_cpus=0.2,
-        http_port=ray_serve,
+        http_port=ray_serve.port,
     )
     deployed = time.monotonic() - started
-    assert dep.url == f"http://127.0.0.1:{ray_serve}"
+    assert dep.url == f"http://127.0.0.1:{ray_serve.port}"
     assert dep.replicas() == 1
 
     frame = churn_frame(20, seed=7)[0]
@@ -251,3 +294,50 @@ def test_replicas_scale_up_under_load_and_back_down(ray_serve: int, package: Mod
     from ray import serve
 
     assert "churn" not in serve.status().applications
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_serves_on_ray_until_interrupted(
+    ray_serve: ServeOnRay, package: ModelPackage, tmp_path: Path
+) -> None:
+    """`modelworks serve --ray-address` in its own process: the app answers under its route
+    prefix with the same routes, and Ctrl-C deletes it from Serve."""
+    from ray import serve
+
+    log = tmp_path / "serve.log"
+    cli = Path(sys.executable).with_name("modelworks")
+    command = [str(cli), "serve", str(package.path), "--name", "churn-cli"]
+    command += ["--ray-address", ray_serve.address, "--port", str(ray_serve.port)]
+    command += ["--route-prefix", "/cli", "--max-replicas", "1", "--replica-cpus", "0.2"]
+    frame = churn_frame(4, seed=11)[0]
+    url = f"http://127.0.0.1:{ray_serve.port}/cli"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        r = httpx.post(
+            f"{url}/deployments/churn-cli/predict", json={"records": records(frame)}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(
+            r.json()["probabilities"], package.predict_proba(frame), rtol=1e-9
+        )
+        assert "on Ray Serve at " + url in " ".join(log.read_text().split())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert "churn-cli" not in serve.status().applications

@@ -50,6 +50,8 @@ __all__ = [
     "autoscaling_config",
     "deploy_on_ray",
     "package_archive",
+    "require_ray_serve",
+    "serve_on_ray",
 ]
 
 MAX_SHIPPED_BYTES = 256 << 20
@@ -112,7 +114,8 @@ def _number(knob: str, value: Any, *, zero_ok: bool) -> None:
         raise InvalidInput(f"{knob} must be a finite number {bound}, not {value!r}.")
 
 
-def _ray() -> Any:
+def require_ray_serve() -> Any:
+    """The ``ray`` module, once Ray Serve is known to import; else ``InvalidInput``."""
     try:
         import ray
         from ray import serve  # noqa: F401 - Serve is a separate extra of Ray
@@ -358,7 +361,7 @@ def deploy_on_ray(
         )
     if not 1 <= http_port <= 65535:
         raise InvalidInput(f"http_port must be a TCP port (1-65535), not {http_port!r}.")
-    ray = _ray()
+    ray = require_ray_serve()
     from ray import serve
 
     from modelworks.core.config import get_settings
@@ -410,3 +413,73 @@ def deploy_on_ray(
         route_prefix=route_prefix,
         _connected_here=connected_here,
     )
+
+
+# ---- ``modelworks serve --ray`` ------------------------------------------------------------
+def serve_on_ray(
+    spec: ServeSpec,
+    *,
+    address: str | None,
+    http_host: str,
+    http_port: int,
+    graceful_shutdown_s: float,
+    min_replicas: int,
+    max_replicas: int,
+    target_ongoing_requests: float,
+    upscale_delay: float,
+    downscale_delay: float,
+    replica_cpus: float,
+    route_prefix: str,
+    detach: bool,
+) -> None:
+    """Deploy ``spec`` on Ray and, unless ``detach``, stay in the foreground reporting the
+    replica count until SIGINT/SIGTERM, then delete the application."""
+    import signal
+    import threading
+
+    from modelworks.cli.output import err_console
+
+    dep = deploy_on_ray(
+        spec,
+        address=address,
+        route_prefix=route_prefix,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        target_ongoing_requests=target_ongoing_requests,
+        upscale_delay_s=upscale_delay,
+        downscale_delay_s=downscale_delay,
+        replica_cpus=replica_cpus,
+        http_host=http_host,
+        http_port=http_port,
+        graceful_shutdown_s=graceful_shutdown_s,
+        trust=spec.trust,
+    )
+    err_console.print(
+        f"Serving {spec.version} as {spec.name!r} on Ray Serve at {dep.url} "
+        f"(POST {dep.predict_url()}; {min_replicas}-{max_replicas} replicas, "
+        f"target {target_ongoing_requests:g} requests in flight each)",
+        soft_wrap=True,
+    )
+    if detach:
+        err_console.print(
+            f"The application {dep.app_name!r} stays on the cluster; remove it with "
+            f"`serve shutdown` or ray.serve.delete({dep.app_name!r}).",
+            soft_wrap=True,
+        )
+        return
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        seen = dep.replicas()
+        while not stop.wait(2.0):
+            now = dep.replicas()
+            if now != seen:
+                err_console.print(f"{spec.name}: {seen} -> {now} replicas running")
+                seen = now
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        err_console.print(f"Deleting the application {dep.app_name!r} from Ray Serve...")
+        dep.shutdown()

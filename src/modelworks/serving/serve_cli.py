@@ -8,6 +8,12 @@ so each loads the package itself. Shutting down (SIGINT/SIGTERM) stops accepting
 connections, answers what is queued (the batchers drain in the app's lifespan) and exits.
 
 ``MODELWORKS_SERVE_TOKEN``, when set, is the bearer token every model route requires.
+
+With ``--ray`` (the cluster at ``MODELWORKS_RAY_ADDRESS``) or ``--ray-address ADDRESS`` the
+same spec becomes a Ray Serve application that autoscales (see
+:mod:`modelworks.serving.ray_serve`); the local path never imports Ray. The setting is used
+only when ``--ray`` asks for it, so a cluster configured for training jobs does not move
+``modelworks serve`` off the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hmac
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +47,18 @@ __all__ = [
     "serve",
 ]
 
+RAY_PANEL = "On a Ray cluster (Ray Serve)"
+# The Ray options' defaults: any other value without --ray/--ray-address is a mistake.
+RAY_DEFAULTS: dict[str, Any] = {
+    "min_replicas": 1,
+    "max_replicas": 4,
+    "target_ongoing_requests": 2.0,
+    "upscale_delay": 30.0,
+    "downscale_delay": 600.0,
+    "replica_cpus": 1.0,
+    "route_prefix": "/",
+    "detach": False,
+}
 SPEC_ENV = "MODELWORKS_SERVE_SPEC"
 TOKEN_ENV = "MODELWORKS_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a token
 MiB = 1 << 20
@@ -135,6 +153,35 @@ def create_app_from_env() -> FastAPI:
     )
 
 
+def _check_ray_options(on_ray: bool, given: dict[str, Any], workers: int) -> None:
+    from modelworks.core.errors import InvalidInput
+
+    if on_ray:
+        if workers != 1:
+            raise InvalidInput(
+                "--workers is for the local server; on Ray the replicas are the workers: "
+                "use --min-replicas and --max-replicas."
+            )
+        from modelworks.serving.ray_serve import autoscaling_config, require_ray_serve
+
+        require_ray_serve()
+        autoscaling_config(
+            min_replicas=given["min_replicas"],
+            max_replicas=given["max_replicas"],
+            target_ongoing_requests=given["target_ongoing_requests"],
+            upscale_delay_s=given["upscale_delay"],
+            downscale_delay_s=given["downscale_delay"],
+        )
+        return
+    changed = [k for k, v in given.items() if v != RAY_DEFAULTS[k]]
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise InvalidInput(
+            f"{flags} only apply on a Ray cluster; add --ray (MODELWORKS_RAY_ADDRESS) or "
+            "--ray-address ADDRESS."
+        )
+
+
 def serve(
     target: Annotated[
         str,
@@ -187,6 +234,71 @@ def serve(
     graceful_timeout: Annotated[
         int, typer.Option(min=0, help="Seconds to finish in-flight requests on shutdown.")
     ] = 30,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Serve on the Ray cluster at MODELWORKS_RAY_ADDRESS, as a Ray Serve "
+            "application that autoscales (--host/--port: Serve's HTTP proxy).",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve on the Ray cluster at this address (implies --ray).",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = None,
+    min_replicas: Annotated[
+        int, typer.Option(min=0, help="Fewest replicas on Ray.", rich_help_panel=RAY_PANEL)
+    ] = RAY_DEFAULTS["min_replicas"],
+    max_replicas: Annotated[
+        int, typer.Option(min=1, help="Most replicas on Ray.", rich_help_panel=RAY_PANEL)
+    ] = RAY_DEFAULTS["max_replicas"],
+    target_ongoing_requests: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Requests in flight per replica that Ray Serve's autoscaler aims at.",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = RAY_DEFAULTS["target_ongoing_requests"],
+    upscale_delay: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds the load must stay high before replicas are added.",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = RAY_DEFAULTS["upscale_delay"],
+    downscale_delay: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds the load must stay low before replicas are removed.",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = RAY_DEFAULTS["downscale_delay"],
+    replica_cpus: Annotated[
+        float,
+        typer.Option(min=0, help="CPUs Ray reserves per replica.", rich_help_panel=RAY_PANEL),
+    ] = RAY_DEFAULTS["replica_cpus"],
+    route_prefix: Annotated[
+        str,
+        typer.Option(
+            help="Path the application answers under on Serve's proxy.",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = RAY_DEFAULTS["route_prefix"],
+    detach: Annotated[
+        bool,
+        typer.Option(
+            help="Return once deployed and leave the application on the cluster (else "
+            "Ctrl-C deletes it).",
+            rich_help_panel=RAY_PANEL,
+        ),
+    ] = RAY_DEFAULTS["detach"],
 ) -> None:
     """Serve a model over HTTP: Open Inference Protocol V2 and plain JSON predictions.
 
@@ -195,15 +307,32 @@ def serve(
     Concurrent requests are batched into one model call. Set MODELWORKS_SERVE_TOKEN to
     require 'Authorization: Bearer <token>'.
 
+    With --ray (or --ray-address), the model runs as a Ray Serve application whose
+    replicas scale between --min-replicas and --max-replicas with the load, behind Serve's
+    HTTP proxy, with the same routes.
+
     Example:
       modelworks serve churn@champion --port 8080 --workers 2
       curl -d '{"records": [{"tenure": 3}]}' localhost:8080/deployments/churn/predict
+      modelworks serve churn@champion --ray-address 127.0.0.1:6379 --max-replicas 4
     """
     import uvicorn
 
     from modelworks.cli.output import err_console
     from modelworks.core.errors import InvalidInput
 
+    on_ray = ray or ray_address is not None
+    given: dict[str, Any] = {
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": target_ongoing_requests,
+        "upscale_delay": upscale_delay,
+        "downscale_delay": downscale_delay,
+        "replica_cpus": replica_cpus,
+        "route_prefix": route_prefix,
+        "detach": detach,
+    }
+    _check_ray_options(on_ray, given, workers)
     config = DeploymentConfig(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
@@ -228,6 +357,19 @@ def serve(
         trust=trust,
         threads=threads,
     )
+    if on_ray:
+        from modelworks.serving.ray_serve import serve_on_ray
+
+        del pkg  # the replicas load their own copies
+        serve_on_ray(
+            spec,
+            address=ray_address,
+            http_host=host,
+            http_port=port,
+            graceful_shutdown_s=graceful_timeout,
+            **given,
+        )
+        return
     err_console.print(
         f"Serving {version} as {deployment!r} on http://{host}:{port} "
         f"(POST /deployments/{deployment}/predict, /v2/models/{deployment}/infer; docs at /docs)",
