@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -61,6 +61,7 @@ from modelworks.serving.protocol import (
     ModelReadyResponse,
     PredictRequest,
     PredictResponse,
+    Problem,
     ReadyResponse,
     ServerMetadataResponse,
     datatype_of,
@@ -77,6 +78,22 @@ PROBLEM = "application/problem+json"
 JSON = "application/json"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 PLAIN_KEYS = ("records", "columns", "instances")
+BEARER = "bearerAuth"
+# What each error status means on this server, for the OpenAPI document (so that clients and
+# schema-driven fuzzers such as Schemathesis know every answer a route can give).
+ERRORS: dict[int, str] = {
+    400: "The body is not valid JSON.",
+    401: "No bearer token, or a malformed Authorization header (when the server needs a token).",
+    403: "The token may not use this deployment.",
+    404: "There is no such deployment, or it does not serve that version.",
+    413: "The body is larger than the deployment's max_request_bytes.",
+    422: "The input does not match the model's signature or the protocol (the detail names "
+    "the row and the field).",
+    429: "Over the deployment's rate limit; retry after Retry-After seconds.",
+    500: "An unexpected error (logged on the server).",
+    503: "The deployment's queue is full or it is still loading; retry after Retry-After seconds.",
+}
+RETRY_AFTER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
 
 
 # ---- responses ------------------------------------------------------------------------------
@@ -120,6 +137,25 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     inlined: dict[str, Any] = resolve(schema)
     return inlined
+
+
+def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem documents a route answers with."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        response: dict[str, Any] = {
+            "description": ERRORS[code],
+            "content": {PROBLEM: {"schema": schema}},
+        }
+        if code in (429, 503):
+            response["headers"] = {"Retry-After": RETRY_AFTER}
+        if code == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}
+            }
+        out[code] = response
+    return out
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -527,6 +563,11 @@ def create_model_app(
     app.state.metrics = metrics
     app.add_middleware(RequestIdMiddleware)
     _install_errors(app)
+    secured: dict[str, Any] = {"security": [{BEARER: []}]} if token_check is not None else {}
+    auth_errors = (401, 403) if token_check is not None else ()
+    predict_errors = _error_responses(400, *auth_errors, 404, 413, 422, 429, 500, 503)
+    lookup_errors = _error_responses(*auth_errors, 404)
+    _complete_openapi(app, bearer=token_check is not None)
 
     def authorize(request: Request, name: str) -> None:
         if token_check is None:
@@ -616,11 +657,13 @@ def create_model_app(
         "/deployments/{name}/predict",
         tags=["predict"],
         response_model=PredictResponse,
+        responses=predict_errors,
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {JSON: {"schema": _inline_schema(PredictRequest)}},
-            }
+            },
+            **secured,
         },
     )
     async def predict(name: str, request: Request) -> Response:
@@ -675,13 +718,15 @@ def create_model_app(
         "requestBody": {
             "required": True,
             "content": {JSON: {"schema": _inline_schema(InferenceRequest)}},
-        }
+        },
+        **secured,
     }
 
     @app.post(
         "/v2/models/{name}/infer",
         tags=["open inference protocol"],
         response_model=InferenceResponse,
+        responses=predict_errors,
         openapi_extra=infer_doc,
     )
     async def infer(name: str, request: Request) -> Response:
@@ -692,6 +737,7 @@ def create_model_app(
         "/v2/models/{name}/versions/{version}/infer",
         tags=["open inference protocol"],
         response_model=InferenceResponse,
+        responses=predict_errors,
         openapi_extra=infer_doc,
     )
     async def infer_version(name: str, version: str, request: Request) -> Response:
@@ -708,7 +754,12 @@ def create_model_app(
         """Liveness: the process answers."""
         return _json({"live": True})
 
-    @app.get("/v2/health/ready", tags=["health"], response_model=ReadyResponse)
+    @app.get(
+        "/v2/health/ready",
+        tags=["health"],
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "Not every deployment is loaded."}},
+    )
     async def ready() -> Response:
         """Readiness: every deployment this server should serve is loaded (503 until then)."""
         is_ready = host.ready
@@ -739,8 +790,21 @@ def create_model_app(
             return _problem(err, request.url.path)
         return _json({"name": name, "ready": True})
 
+    metadata_responses = {
+        **lookup_errors,
+        **_error_responses(503),
+    }
+    ready_responses = {
+        **lookup_errors,
+        503: {"model": ModelReadyResponse, "description": "The deployment is still loading."},
+    }
+
     @app.get(
-        "/v2/models/{name}", tags=["open inference protocol"], response_model=ModelMetadataResponse
+        "/v2/models/{name}",
+        tags=["open inference protocol"],
+        response_model=ModelMetadataResponse,
+        responses=metadata_responses,
+        openapi_extra=secured,
     )
     async def model_metadata(name: str, request: Request) -> Response:
         """A deployment's metadata: versions, platform, input and output tensors."""
@@ -750,6 +814,8 @@ def create_model_app(
         "/v2/models/{name}/versions/{version}",
         tags=["open inference protocol"],
         response_model=ModelMetadataResponse,
+        responses=metadata_responses,
+        openapi_extra=secured,
     )
     async def model_version_metadata(name: str, version: str, request: Request) -> Response:
         """Metadata of a deployment that serves ``version``."""
@@ -759,6 +825,8 @@ def create_model_app(
         "/v2/models/{name}/ready",
         tags=["open inference protocol"],
         response_model=ModelReadyResponse,
+        responses=ready_responses,
+        openapi_extra=secured,
     )
     async def model_ready(name: str, request: Request) -> Response:
         """Whether the deployment is loaded (503 while loading, 404 if unknown)."""
@@ -768,12 +836,14 @@ def create_model_app(
         "/v2/models/{name}/versions/{version}/ready",
         tags=["open inference protocol"],
         response_model=ModelReadyResponse,
+        responses=ready_responses,
+        openapi_extra=secured,
     )
     async def model_version_ready(name: str, version: str, request: Request) -> Response:
         """Whether the deployment serves ``version`` and is loaded."""
         return await model_ready_for(request, name, version)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus metrics: requests, latency, errors, batch sizes, queues, versions."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -783,6 +853,24 @@ def create_model_app(
 
 def _versions(deployment: Deployment) -> list[str]:
     return [m.version for m in (deployment.primary, deployment.canary) if m is not None]
+
+
+def _complete_openapi(app: FastAPI, *, bearer: bool) -> None:
+    """Add what the routes refer to but FastAPI does not generate to the OpenAPI document:
+    the problem document's schema and, with tokens, the bearer scheme (the routes read the
+    header themselves, without a FastAPI security dependency, to stay quick)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        if bearer:
+            schemes = components.setdefault("securitySchemes", {})
+            schemes[BEARER] = {"type": "http", "scheme": "bearer"}
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_errors(app: FastAPI) -> None:

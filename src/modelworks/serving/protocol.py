@@ -23,6 +23,7 @@ __all__ = [
     "ModelReadyResponse",
     "PredictRequest",
     "PredictResponse",
+    "Problem",
     "ReadyResponse",
     "RequestInput",
     "RequestOutput",
@@ -186,3 +187,17 @@ class PredictResponse(BaseModel):
     classes: list[Any] | None = None
     model_version: str
     request_id: str
+
+
+# ---- errors ----------------------------------------------------------------------------------
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``): every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="A stable error code: invalid_input, not_found, ...")
+    instance: str | None = Field(default=None, description="The request path.")
