@@ -190,11 +190,11 @@ def test_every_nav_link_answers_200(admin_page: Any, site: Any) -> None:
         assert href.startswith("/"), href
         response = page.request.get(href, max_redirects=0)
         assert response.status == 200, f"{href} answered {response.status}"
-    page.goto(f"/projects/{site.project}/deployments")
+    page.goto(f"/projects/{site.project}/monitoring")
     assert "coming in a later release" in page.locator("main").inner_text()
     with page.expect_navigation():
         page.select_option("#project-switch", site.other_project)
-    assert page.url == f"{site.url}/projects/{site.other_project}/deployments"
+    assert page.url == f"{site.url}/projects/{site.other_project}/monitoring"
 
 
 def test_the_page_loads_nothing_from_outside_the_server(page: Any, site: Any, login: Any) -> None:

@@ -764,6 +764,7 @@ def _ui_request(w: World, path: str) -> Request:
         "job_id": _fresh_job(w),
         "model": _registry(w)["model"],
         "comparison_id": _registry(w)["comparison"],
+        "name": _deployment(w),
     }
 
     def fill(m: re.Match[str]) -> str:

@@ -92,6 +92,9 @@ def create_app(
     app.include_router(ui_router)
     app.include_router(training_ui_router)
     app.include_router(registry_ui_router)
+    from modelworks.serving.ui import router as deployments_ui_router
+
+    app.include_router(deployments_ui_router)
     from modelworks.server.ui import mount_static
 
     mount_static(app)

@@ -72,7 +72,7 @@ AREAS = (
     Area("jobs", "Jobs", "Training, AutoML and other queued jobs, with their logs.", live=True),
     Area("evaluation", "Evaluation", "Evaluation reports, plots, comparisons and explanations."),
     Area("models", "Models", "Registered models, versions, aliases and lineage.", live=True),
-    Area("deployments", "Deployments", "Online and batch deployments, traffic splits."),
+    Area("deployments", "Deployments", "Online and batch deployments, traffic splits.", live=True),
     Area("monitoring", "Monitoring", "Prediction logs, drift, performance and alerts."),
     Area("pipelines", "Pipelines", "Pipelines, schedules, triggers and promotion gates."),
     Area("governance", "Governance", "Members, roles and the project's audit trail.", live=True),

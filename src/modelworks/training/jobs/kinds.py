@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "train": "modelworks.training.service:run_train_job",
     "automl": "modelworks.training.service:run_automl_job",
     "sleep": "modelworks.training.jobs.builtin:sleep_job",
+    "batch_predict": "modelworks.serving.batch_job:batch_predict_job",
 }
 
 
