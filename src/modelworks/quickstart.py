@@ -15,6 +15,7 @@ EXPERIMENT = "quickstart"
 DATASET = "breast-cancer"
 HOLDOUT = "breast-cancer-holdout"
 MODEL = "breast-cancer"
+DEPLOYMENT = "breast-cancer"
 TIME_BUDGET_S = 20.0
 SEED = 42
 RUN_NAME = "automl"
@@ -38,6 +39,12 @@ class QuickstartResult(BaseModel):
     evaluation: dict[str, float]  # headline metrics of that evaluation
     evaluation_id: str
     artifacts: list[str]
+    deployment: str  # the deployment that follows the champion alias
+    served_version: str  # the version that answered, e.g. breast-cancer@1
+    predictions: list[Any]  # its answers for the first held-out rows
+    endpoint: str  # where `modelworks server` (or the server in use) answers for it
+    token: str  # a bearer token for that deployment only (shown once)
+    example: dict[str, Any]  # one row of input, for the curl example
     mode: str  # embedded (the local store) or remote (a server, from MODELWORKS_URL)
     location: str  # MODELWORKS_HOME, or the server's URL
     database_url: str | None = None
@@ -112,6 +119,18 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
     registered = ws.models.register(MODEL, run=found.run_id, description="quickstart AutoML")
     evaluation = ws.evaluate(registered.ref, holdout.ref, target="target")
     ws.models.set_alias(MODEL, "champion", registered.version, reason="quickstart")
+    # Deployed: a named deployment follows the champion alias (``modelworks server`` serves
+    # it). A server is started here for a moment and sent three held-out rows over HTTP with
+    # a token scoped to the deployment, as an application would call it.
+    if _exists(ws, DEPLOYMENT):
+        ws.deployments.update(DEPLOYMENT, model=f"{MODEL}@champion")
+    else:
+        ws.deployments.create(DEPLOYMENT, f"{MODEL}@champion", description="quickstart")
+    token = ws.deployments.create_token(DEPLOYMENT, label="quickstart").token
+    assert token is not None
+    rows = json.loads(test.drop(columns=["target"]).head(3).to_json(orient="records"))
+    answer = _predict_over_http(ws, token, rows)
+
     headline = ("accuracy", "f1", "roc_auc", "log_loss")
     evaluated = {k: float(evaluation.result["metrics"][k]) for k in headline
                  if k in evaluation.result["metrics"]}  # fmt: skip
@@ -140,12 +159,72 @@ def run_quickstart(*, show_progress: bool = True) -> QuickstartResult:
             "confusion_matrix.csv",
             "report.json",
         ],
+        deployment=DEPLOYMENT,
+        served_version=str(answer["model_version"]),
+        predictions=answer["predictions"],
+        endpoint=f"{UI_URL if ws.mode == 'embedded' else ws.location}"
+        f"/deployments/{DEPLOYMENT}/predict",
+        token=token,
+        example=rows[0],
         mode=mode,
         location=ws.location,
         database_url=described["database_url"] if embedded else None,
         artifact_url=described["artifact_url"] if embedded else None,
         ui_url=UI_URL if embedded else ws.location,
     )
+
+
+def _exists(ws: Any, deployment: str) -> bool:
+    from modelworks.core.errors import NotFound
+
+    try:
+        ws.deployments.get(deployment)
+    except NotFound:
+        return False
+    return True
+
+
+def _predict_over_http(ws: Any, token: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """POST ``rows`` to the deployment over HTTP: to a server started here on the local
+    store for the call, or to the server in use (remote mode), once it serves the model."""
+    if ws.mode != "embedded":
+        return _post_when_ready(ws.location, token, rows)
+    from modelworks.server.app import create_app
+    from modelworks.server.background import running_app
+
+    store = ws.deployments.backend.service.store  # the embedded workspace's own store
+    with running_app(create_app(store, run_jobs=False)) as url:
+        return _post_when_ready(url, token, rows)
+
+
+def _post_when_ready(
+    url: str, token: str, rows: list[dict[str, Any]], timeout: float = 120.0
+) -> dict[str, Any]:
+    import time
+
+    import httpx
+
+    from modelworks.core.errors import ServiceUnavailable
+
+    headers = {"Authorization": f"Bearer {token}"}
+    ready = f"{url}/v2/models/{DEPLOYMENT}/ready"
+    deadline = time.monotonic() + timeout
+    while httpx.get(ready, headers=headers, timeout=30).status_code != 200:
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"{url} did not load deployment {DEPLOYMENT!r} within {timeout:.0f} s; "
+                f"see `modelworks deployments show {DEPLOYMENT}` for its error."
+            )
+        time.sleep(0.2)
+    resp = httpx.post(
+        f"{url}/deployments/{DEPLOYMENT}/predict",
+        json={"records": rows},
+        headers=headers,
+        timeout=60,
+    )
+    resp.raise_for_status()
+    answer: dict[str, Any] = resp.json()
+    return answer
 
 
 def print_summary(result: QuickstartResult) -> None:
@@ -171,6 +250,11 @@ def print_summary(result: QuickstartResult) -> None:
         f"Evaluated on {escape(result.holdout)}",
         ", ".join(f"{k} {fmt(v)}" for k, v in result.evaluation.items()),
     )
+    table.add_row(
+        "Deployed",
+        f"{escape(result.deployment)} -> {escape(result.served_version)}; predicted "
+        f"{escape(str(result.predictions))} for 3 held-out rows over HTTP",
+    )
     if result.mode == "embedded":
         table.add_row("Store", escape(result.location))
         table.add_row("Database", escape(str(result.database_url)))
@@ -178,8 +262,17 @@ def print_summary(result: QuickstartResult) -> None:
     else:
         table.add_row("Server", escape(result.location))
     console.print(Panel(table, title="AutoML found a model", title_align="left", expand=False))
+    curl = (
+        f"curl -H 'Authorization: Bearer {result.token}' -H 'Content-Type: application/json' "
+        f"-d '{json.dumps({'records': [result.example]})}' {result.endpoint}"
+    )
     if result.mode != "embedded":
         console.print(f"\nSee it in the web UI: {result.ui_url}", soft_wrap=True, highlight=False)
+        console.print(
+            f"\n[bold]Call the deployment[/bold] (the token is shown once)\n  {escape(curl)}",
+            soft_wrap=True,
+            highlight=False,
+        )
         return
     console.print(
         "\n[bold]Next[/bold]\n"
@@ -196,7 +289,10 @@ def print_summary(result: QuickstartResult) -> None:
         "  modelworks server\n"
         f"  then browse to {result.ui_url}. On its first start the server creates the site "
         "admin 'admin' and prints a generated password once (set MODELWORKS_ADMIN_PASSWORD "
-        "beforehand to choose it).",
+        "beforehand to choose it).\n"
+        f"\n[bold]Call the deployment[/bold] while `modelworks server` runs (the token is "
+        f"shown once; `modelworks deployments token create {result.deployment}` makes another)\n"
+        f"  {escape(curl)}",
         soft_wrap=True,
         highlight=False,
     )

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -81,6 +82,23 @@ def test_quickstart_finds_a_model_with_automl_and_tracks_it(
     assert summary["evaluation"]["accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
     assert summary["evaluation"]["roc_auc"] == pytest.approx(summary["metrics"]["roc_auc"])
 
+    # Deployed: the deployment follows the champion, answered over HTTP with the champion's
+    # own predictions for the rows it was sent, and the token works for it alone.
+    from modelworks.serving.service import DeploymentService
+
+    deployments = DeploymentService(store)
+    deployment = deployments.get(me, "default", "breast-cancer")
+    assert deployment.ref == "breast-cancer@champion" and summary["deployment"] == "breast-cancer"
+    assert summary["served_version"] == champion.ref
+    _, package = evals.load(me, "default", champion.ref)
+    example = pd.DataFrame([summary["example"]])
+    assert summary["predictions"][0] == package.predict(example).tolist()[0]
+    assert len(summary["predictions"]) == 3
+    assert summary["endpoint"] == "http://127.0.0.1:8080/deployments/breast-cancer/predict"
+    assert summary["token"].startswith("mwd_")
+    assert deployments.check_token(summary["token"], "breast-cancer")
+    assert not deployments.check_token(summary["token"], "another-deployment")
+
 
 def test_quickstart_tells_what_to_do_next() -> None:
     result = runner.invoke(app, ["quickstart"])
@@ -89,6 +107,8 @@ def test_quickstart_tells_what_to_do_next() -> None:
     assert "AutoML found a model" in out
     assert "modelworks server" in out and "http://127.0.0.1:8080" in out
     assert "MODELWORKS_ADMIN_PASSWORD" in out
+    assert "curl -H 'Authorization: Bearer mwd_" in out
+    assert "/deployments/breast-cancer/predict" in out
     assert "roc_auc" in out
     # Running it again adds a second run to the same experiment.
     again = runner.invoke(app, ["quickstart", "--json"])

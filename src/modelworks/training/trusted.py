@@ -5,11 +5,22 @@ from running code on load. scikit-learn's own types, LightGBM's and XGBoost's sc
 wrappers and NumPy/SciPy containers are trusted by the flavor itself; Modelworks' own
 estimators and transformers (AutoML's preprocessing, its MLP) register their full type names
 here when their module is imported, so the flavor trusts exactly what the project ships.
+:func:`trusted_types` imports those modules first: a process that never ran AutoML (the
+model server, say) must still load the packages AutoML made.
 """
 
 from __future__ import annotations
 
+import importlib
+
 _TRUSTED: set[str] = set()
+# The project's modules that register types; light to import (torch is imported lazily).
+_PROJECT_MODULES = (
+    "modelworks.training.automl.ensemble",
+    "modelworks.training.automl.preprocessing",
+    "modelworks.training.automl.mlp",
+)
+_imported = False
 
 
 def register_trusted_types(*types: type | str) -> None:
@@ -19,5 +30,10 @@ def register_trusted_types(*types: type | str) -> None:
 
 
 def trusted_types() -> frozenset[str]:
-    """Every type name registered so far."""
+    """Every type name registered: the project's own and those registered so far."""
+    global _imported
+    if not _imported:
+        for module in _PROJECT_MODULES:
+            importlib.import_module(module)
+        _imported = True
     return frozenset(_TRUSTED)
