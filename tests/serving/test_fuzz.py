@@ -305,12 +305,12 @@ def test_a_whole_number_too_large_for_int64_is_a_422(
 ) -> None:
     """Found by the fuzzer: a whole float beyond int64 in an integer column passed the
     whole-number check and overflowed in the conversion (a 500)."""
-    body: dict[str, Any] = {
+    bodies: dict[str, dict[str, Any]] = {
         "instances": {"instances": [[tenure, 50.0, "pro"]]},
         "records": {"records": [{"tenure": tenure, "charges": 50.0, "plan": "pro"}]},
         "columns": {"columns": {"tenure": [tenure], "charges": [50.0], "plan": ["pro"]}},
-    }[shape]
-    r = call(schema, "POST", "/deployments/{name}/predict", body, name=NAME)
+    }
+    r = call(schema, "POST", "/deployments/{name}/predict", bodies[shape], name=NAME)
     assert r.status_code == 422, r.text
     assert "'tenure' must be a whole number" in r.json()["detail"]
     ok = {"records": [{"tenure": 2.0**62, "charges": 50.0, "plan": "pro"}]}
