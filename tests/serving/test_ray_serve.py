@@ -265,7 +265,7 @@ def test_replicas_scale_up_under_load_and_back_down(ray_serve: int, package: Mod
     load_started = time.monotonic()
     load.start(clients=12)
     try:
-        peak = dep.wait_for_replicas(lambda n: n >= 2, timeout=60)
+        peak = dep.wait_for_replicas(lambda n: n >= 2, timeout=90)
         scaled_up = time.monotonic() - load_started
         # keep the load on a little longer: the autoscaler may go on to the maximum
         until = time.monotonic() + 3
@@ -332,7 +332,10 @@ def test_cli_serves_on_ray_until_interrupted(
         np.testing.assert_allclose(
             r.json()["probabilities"], package.predict_proba(frame), rtol=1e-9
         )
-        assert "on Ray Serve at " + url in " ".join(log.read_text().split())
+        while "on Ray Serve at " + url not in " ".join(log.read_text().split()):
+            assert proc.poll() is None, log.read_text()[-3000:]  # it may print just after
+            assert time.monotonic() < deadline, log.read_text()[-3000:]  # serving
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
