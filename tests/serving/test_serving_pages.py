@@ -237,6 +237,38 @@ def test_viewers_and_editors_cannot_create(world: World) -> None:
         world.deployments.get(world.admin, "p1", "churn-denied")
 
 
+def test_the_forms_suggest_the_projects_models_and_datasets(world: World) -> None:
+    body = _get(world, "/projects/p1/deployments").text
+    options = re.search(r'<datalist id="model-refs">(.*?)</datalist>', body, re.S)
+    assert options is not None
+    assert re.findall(r'value="([^"]+)"', options.group(1)) == ["churn@champion", "churn@2"]
+    batch = _get(world, "/projects/p1/deployments/-/batch", world.editor).text
+    datasets = re.search(r'<datalist id="dataset-refs">(.*?)</datalist>', batch, re.S)
+    assert datasets is not None
+    assert {"customers@1", "holdout@1"} <= set(re.findall(r'value="([^"]+)"', datasets.group(1)))
+
+
+@pytest.mark.parametrize("action", ["update", "tokens", "revoke"])
+def test_editors_cannot_change_a_deployment(world: World, action: str) -> None:
+    name = f"churn-keep-{action}"
+    _create(world, name)
+    path = f"/projects/p1/deployments/{name}"
+    token = world.deployments.create_token(world.admin, "p1", name)
+    posts = {
+        "update": (f"{path}/update", {"model": "churn@2", "status": "stopped"}),
+        "tokens": (f"{path}/tokens", {"label": "sneaky"}),
+        "revoke": (f"{path}/tokens/{token.id}/revoke", {}),
+    }
+    url, form = posts[action]
+    resp = _post(world, url, form, world.editor)
+    assert resp.status_code == 303 and resp.headers["location"] == path
+    assert "maintainer" in _flash(world, path, world.editor)
+    d = world.deployments.get(world.admin, "p1", name)
+    assert (d.ref, d.status) == ("churn@champion", "active")
+    tokens = world.deployments.list_tokens(world.admin, "p1", name)
+    assert [(t.name, t.revoked) for t in tokens] == [("default", False)]
+
+
 def test_a_session_form_post_needs_its_csrf_token(world: World) -> None:
     client = world.client
     client.cookies.clear()

@@ -43,6 +43,7 @@ from modelworks.data.service import DataService
 from modelworks.registry.api import evaluations
 from modelworks.registry.evaluations import EvaluationService
 from modelworks.registry.schemas import VersionOut
+from modelworks.registry.service import RegistryService
 from modelworks.registry.ui import _form_principal as form_principal
 from modelworks.registry.ui import _to_login as to_login
 from modelworks.registry.ui import dataset_href, example_record, finite, ref_href
@@ -105,6 +106,28 @@ def project_role(request: Request, principal: Principal, project: str) -> Role |
 
 
 # ---- the forms' values ----------------------------------------------------------------------
+SUGGESTIONS = 100  # the most recently updated models and datasets the forms suggest
+
+
+def model_refs(registry: RegistryService, principal: Principal, project: str) -> list[str]:
+    """References a form suggests: each model's aliases, then its latest version."""
+    refs: list[str] = []
+    for m in registry.list_models(principal, project, max_results=SUGGESTIONS).items:
+        refs += [f"{m.name}@{alias}" for alias in sorted(m.aliases)]
+        if m.latest_version:
+            refs.append(f"{m.name}@{m.latest_version}")
+    return refs
+
+
+def dataset_refs(data: DataService, principal: Principal, project: str) -> list[str]:
+    """Each dataset's latest version, as a form suggests it."""
+    return [
+        f"{d.name}@{d.latest_version}"
+        for d in data.list_datasets(principal, project, max_results=SUGGESTIONS).items
+        if d.latest_version
+    ]
+
+
 def _number(label: str, text: str, *, whole: bool) -> int | float | None:
     text = text.strip()
     if not text:
@@ -317,6 +340,7 @@ def _list_page(
 ) -> Response:
     items = svc.list(principal, project)
     role = project_role(request, principal, project)
+    can_manage = role is not None and role >= Role.MAINTAINER
     return render(
         request,
         principal,
@@ -328,7 +352,8 @@ def _list_page(
         deployments=items,
         live={d.name: live_state(request, d) for d in items},
         form=form,
-        can_manage=role is not None and role >= Role.MAINTAINER,
+        can_manage=can_manage,
+        model_refs=model_refs(svc.registry, principal, project) if can_manage else [],
         role=role.label if role else None,
         create_href=deployments_href(project),
         deployment_href=lambda name: deployment_href(project, name),
@@ -637,6 +662,8 @@ def _batch_page(
 ) -> Response:
     page = svc.list(principal, project, kind=BATCH_KIND, max_results=BATCH_JOBS_SHOWN)
     role = project_role(request, principal, project)
+    can_submit = role is not None and role >= Role.EDITOR
+    data = getattr(request.app.state, "data", None) or DataService(request.app.state.store)
     return render(
         request,
         principal,
@@ -647,7 +674,11 @@ def _batch_page(
         title="Batch predictions",
         form=form,
         jobs=batch_rows(project, page.items),
-        can_submit=role is not None and role >= Role.EDITOR,
+        can_submit=can_submit,
+        model_refs=model_refs(deployments(request).registry, principal, project)
+        if can_submit
+        else [],
+        dataset_refs=dataset_refs(data, principal, project) if can_submit else [],
         role=role.label if role else None,
         batch_href=batch_href(project),
         deployments_href=deployments_href(project),
