@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from modelworks.core.store import Store
 from modelworks.serving import serve_cli
 from modelworks.serving.host import DeploymentConfig
 from modelworks.training.package import save_package
@@ -197,6 +198,7 @@ def test_the_document_lists_every_route_with_its_errors(app: FastAPI) -> None:
     assert problem == {"$ref": "#/components/schemas/Problem"}
     assert "Retry-After" in predict["responses"]["429"]["headers"]
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert dangling(doc) == []
     body = predict["requestBody"]["content"]["application/json"]["schema"]
     assert {"records", "columns", "instances"} <= set(body["properties"])
     infer = doc["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
@@ -315,3 +317,43 @@ def test_a_whole_number_too_large_for_int64_is_a_422(
     assert "'tenure' must be a whole number" in r.json()["detail"]
     ok = {"records": [{"tenure": 2.0**62, "charges": 50.0, "plan": "pro"}]}
     assert call(schema, "POST", "/deployments/{name}/predict", ok, name=NAME).status_code == 200
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from references(value)
+
+
+def dangling(doc: dict[str, Any]) -> list[str]:
+    """``$ref``s and security requirements that point at nothing in ``doc``."""
+    components = doc.get("components", {})
+    missing = [
+        ref
+        for ref in set(references(doc))
+        if ref.rsplit("/", 1)[-1] not in components.get(ref.split("/")[2], {})
+    ]
+    schemes = components.get("securitySchemes", {})
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for requirement in operation.get("security", []):
+                missing += [name for name in requirement if name not in schemes]
+    return missing
+
+
+def test_the_main_server_describes_the_moved_model_routes_completely(store: Store) -> None:
+    """``modelworks server`` moves the model routes onto its app: their error schema and
+    bearer scheme must come along (they are added to the model app's document only)."""
+    from modelworks.server.app import create_app
+
+    doc = create_app(store, run_jobs=False).openapi()
+    assert dangling(doc) == []
+    predict = doc["paths"]["/deployments/{name}/predict"]["post"]
+    assert predict["security"] == [{"bearerAuth": []}]
+    assert "Problem" in doc["components"]["schemas"]

@@ -69,7 +69,7 @@ from modelworks.serving.protocol import (
 )
 from modelworks.serving.runtime import ModelInput, ModelRuntime, PredictionBatch
 
-__all__ = ["TokenCheck", "create_model_app"]
+__all__ = ["TokenCheck", "complete_openapi", "create_model_app"]
 
 log = logging.getLogger("modelworks.serving")
 
@@ -567,7 +567,7 @@ def create_model_app(
     auth_errors = (401, 403) if token_check is not None else ()
     predict_errors = _error_responses(400, *auth_errors, 404, 413, 422, 429, 500, 503)
     lookup_errors = _error_responses(*auth_errors, 404)
-    _complete_openapi(app, bearer=token_check is not None)
+    complete_openapi(app, bearer=token_check is not None)
 
     def authorize(request: Request, name: str) -> None:
         if token_check is None:
@@ -855,10 +855,11 @@ def _versions(deployment: Deployment) -> list[str]:
     return [m.version for m in (deployment.primary, deployment.canary) if m is not None]
 
 
-def _complete_openapi(app: FastAPI, *, bearer: bool) -> None:
-    """Add what the routes refer to but FastAPI does not generate to the OpenAPI document:
-    the problem document's schema and, with tokens, the bearer scheme (the routes read the
-    header themselves, without a FastAPI security dependency, to stay quick)."""
+def complete_openapi(app: FastAPI, *, bearer: bool) -> None:
+    """Add what the model routes refer to but FastAPI does not generate to ``app``'s OpenAPI
+    document: the problem document's schema and, with tokens, the bearer scheme (the routes
+    read the header themselves, without a FastAPI security dependency, to stay quick). An
+    app the routes are moved onto (``modelworks server``) needs it too."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

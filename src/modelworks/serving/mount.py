@@ -46,7 +46,7 @@ def install_deployments(app: FastAPI, store: Store, *, interval: float = 2.0) ->
     with the deployments table while the app runs (see :func:`deployments_lifespan`)."""
     from modelworks.serving.host import ModelHost
     from modelworks.serving.manager import DeploymentManager
-    from modelworks.serving.model_app import create_model_app
+    from modelworks.serving.model_app import complete_openapi, create_model_app
     from modelworks.serving.predlog import PredictionLog
 
     predlog = PredictionLog(store)
@@ -62,6 +62,7 @@ def install_deployments(app: FastAPI, store: Store, *, interval: float = 2.0) ->
         rule = "public" if public else "viewer"
         route.openapi_extra = {**(route.openapi_extra or {}), AUTH_KEY: rule}
         app.router.routes.append(route)
+    complete_openapi(app, bearer=True)  # the moved routes refer to its schemas
     app.state.model_host = host
     app.state.deployment_manager = manager
     app.state.prediction_log = predlog
