@@ -70,6 +70,25 @@ def test_create_update_delete(store: Store, registered: RegistryService) -> None
     assert "deployment.update" in actions and "deployment.delete" in actions
 
 
+def test_canary_and_shadow_versions_must_resolve_when_saved(
+    store: Store, registered: RegistryService
+) -> None:
+    svc = DeploymentService(store)
+    with pytest.raises(InvalidInput, match=r"canary version 'churn@9' does not resolve"):
+        svc.create(ME, "default", "churn-prod", "churn@champion",
+                   config={"canary": {"version": "churn@9", "percent": 10}})  # fmt: skip
+    assert svc.list(ME, "default") == []  # nothing was created
+    svc.create(ME, "default", "churn-prod", "churn@champion",
+               config={"canary": {"version": "churn@2", "percent": 10}})  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"shadow version 'nope@1' does not resolve"):
+        svc.update(ME, "default", "churn-prod", config={"shadow": {"version": "nope@1"}})
+    kept = svc.get(ME, "default", "churn-prod").config
+    assert kept["canary"] == {"version": "churn@2", "percent": 10.0} and kept["shadow"] is None
+    assert svc.update(ME, "default", "churn-prod",
+                      config={"shadow": {"version": "churn@2"}}).config["shadow"] == {
+        "version": "churn@2"}  # fmt: skip
+
+
 def test_tokens_are_scoped_to_one_deployment(store: Store, registered: RegistryService) -> None:
     svc = DeploymentService(store)
     svc.create(ME, "default", "a", "churn@champion")

@@ -99,6 +99,21 @@ class DeploymentService:
         self.registry.get_version(principal, project, ref)  # it must resolve now
         return parsed.name, parsed.selector
 
+    def _check_rollout(self, principal: Principal, project: str, cfg: Mapping[str, Any]) -> None:
+        """The canary's and the shadow's versions must resolve now, not fail at load time."""
+        for role in ("canary", "shadow"):
+            part = cfg.get(role)
+            if not part:
+                continue
+            ref = str(part["version"])
+            try:
+                self.registry.get_version(principal, project, ref)
+            except NotFound as exc:
+                raise InvalidInput(
+                    f"The {role} version {ref!r} does not resolve: {exc.detail} Give a model "
+                    f"version such as churn@4 (see `modelworks models versions NAME`)."
+                ) from None
+
     def create(
         self,
         principal: Principal,
@@ -113,6 +128,7 @@ class DeploymentService:
         check_deployment_name(name)
         cfg = check_config(config)
         model_name, selector = self._check_ref(principal, project, model)
+        self._check_rollout(principal, project, cfg)
         with self.store.transaction() as s:
             proj = require_project(s, principal, project, Role.MAINTAINER, "Deploying a model")
             if s.scalar(select(Deployment.id).where(Deployment.name == name)):
@@ -169,6 +185,8 @@ class DeploymentService:
             raise InvalidInput(f"status must be 'active' or 'stopped'; got {status!r}.")
         target = self._check_ref(principal, project, model) if model is not None else None
         cfg = check_config(config) if config is not None else None
+        if cfg is not None:
+            self._check_rollout(principal, project, cfg)
         with self.store.transaction() as s:
             proj = require_project(s, principal, project, Role.MAINTAINER, "Updating deployments")
             d = self._get(s, proj, name)
