@@ -24,7 +24,6 @@ import itertools
 import json
 import math
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup, escape
 
 from modelworks.core.auth import Principal, Role
-from modelworks.core.errors import InvalidInput, ModelworksError, NotFound, PermissionDenied
+from modelworks.core.errors import InvalidInput, ModelworksError, NotFound
 from modelworks.data.lineage_svg import render_svg
 from modelworks.data.schemas import LineageEdgeOut as DataEdge
 from modelworks.data.schemas import LineageNodeOut as DataNode
@@ -54,7 +53,8 @@ from modelworks.registry.schemas import (
     VersionOut,
 )
 from modelworks.server.auth_rules import auth_rule
-from modelworks.server.deps import current_principal, session_principal
+from modelworks.server.deps import current_principal
+from modelworks.server.forms import form_principal, to_login
 from modelworks.server.pages import page_router, render, segment
 
 MODELS_PAGE_SIZE = 50
@@ -120,37 +120,6 @@ def pop_flash(request: Request) -> dict[str, str] | None:
         return None
     value = request.session.pop(FLASH_KEY, None)
     return value if isinstance(value, dict) else None
-
-
-def _form_principal(request: Request, csrf_token: str) -> Principal | None:
-    """The caller of a form post: a bearer token, or the session with its CSRF token.
-
-    None when nobody is logged in (the caller goes to the login page). A wrong or missing
-    token is a :class:`~modelworks.core.errors.PermissionDenied`, as for the REST API.
-    """
-    if request.headers.get("authorization"):
-        return current_principal(request)
-    principal = session_principal(request)
-    if principal is None:
-        return None
-    expected = request.session.get("csrf")
-    if (
-        not isinstance(expected, str)
-        or not expected
-        or not csrf_token
-        or not secrets.compare_digest(expected.encode(), csrf_token.encode())
-    ):
-        raise PermissionDenied(
-            "The form had expired (its security token did not match); reload the page and "
-            "try again."
-        )
-    request.state.principal = principal
-    return principal
-
-
-def _to_login(request: Request, back: str) -> Response:
-    """The login page, returning to ``back`` (a page; the post's own URL has no GET)."""
-    return RedirectResponse("/login?" + urlencode({"next": back}), status_code=303)
 
 
 # ---- shaping service results for the templates --------------------------------------------
@@ -815,12 +784,12 @@ def decide_request(
 ) -> Response:
     back = requests_href(project)
     try:
-        principal = _form_principal(request, csrf_token)
+        principal = form_principal(request, csrf_token)
     except ModelworksError as exc:
         flash(request, "error", exc.detail)
         return RedirectResponse(back, status_code=303)
     if principal is None:
-        return _to_login(request, back)
+        return to_login(request, back)
     if decision not in ("approve", "reject"):
         flash(request, "error", "Choose Approve or Reject.")
         return RedirectResponse(back, status_code=303)
@@ -946,12 +915,12 @@ def move_alias(
 ) -> Response:
     back = model_href(project, model)
     try:
-        principal = _form_principal(request, csrf_token)
+        principal = form_principal(request, csrf_token)
     except ModelworksError as exc:
         flash(request, "error", exc.detail)
         return RedirectResponse(back, status_code=303)
     if principal is None:
-        return _to_login(request, back)
+        return to_login(request, back)
     try:
         if not version.strip().isdigit():
             raise InvalidInput("Choose the version the alias should point at.")
@@ -1127,12 +1096,12 @@ def explain_row(
     one to explain a single row."""
     back = version_href(project, model, version)
     try:
-        principal = _form_principal(request, csrf_token)
+        principal = form_principal(request, csrf_token)
     except ModelworksError as exc:
         flash(request, "error", exc.detail)
         return RedirectResponse(back, status_code=303)
     if principal is None:
-        return _to_login(request, back)
+        return to_login(request, back)
     explained = Explained(record=record, background=background.strip())
     status = 200
     try:

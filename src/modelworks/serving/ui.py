@@ -14,7 +14,7 @@ deployment (``served_version``, ``last_error``). Recent predictions are read fro
 prediction log's files of the last hour only, so the page stays cheap.
 
 Forms post with the session's CSRF token in a ``csrf_token`` field, as the registry pages
-do (:func:`modelworks.registry.ui._form_principal`). Deleting takes two steps: the Delete
+do (:func:`modelworks.server.forms.form_principal`). Deleting takes two steps: the Delete
 button opens the page with a confirmation whose button posts the delete. A new token is
 shown once, in the answer to the post that made it (never put in the session cookie).
 
@@ -44,11 +44,10 @@ from modelworks.registry.api import evaluations
 from modelworks.registry.evaluations import EvaluationService
 from modelworks.registry.schemas import VersionOut
 from modelworks.registry.service import RegistryService
-from modelworks.registry.ui import _form_principal as form_principal
-from modelworks.registry.ui import _to_login as to_login
 from modelworks.registry.ui import dataset_href, example_record, finite, ref_href
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
+from modelworks.server.forms import form_principal, to_login
 from modelworks.server.pages import page_router, render, segment
 from modelworks.serving.api import deployments
 from modelworks.serving.batch_job import KIND as BATCH_KIND

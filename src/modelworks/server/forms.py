@@ -1,0 +1,50 @@
+"""Who posted a UI form, and where to send someone who is not logged in.
+
+Shared by the pages that take form posts (models, deployments): a post is made with the
+session cookie plus the page's CSRF token, or with a bearer token like the REST API.
+"""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+
+from modelworks.core.auth import Principal
+from modelworks.core.errors import PermissionDenied
+from modelworks.server.deps import current_principal, session_principal
+
+__all__ = ["form_principal", "to_login"]
+
+
+def form_principal(request: Request, csrf_token: str) -> Principal | None:
+    """The caller of a form post: a bearer token, or the session with its CSRF token.
+
+    None when nobody is logged in (the caller goes to the login page). A wrong or missing
+    token is a :class:`~modelworks.core.errors.PermissionDenied`, as for the REST API.
+    """
+    if request.headers.get("authorization"):
+        return current_principal(request)
+    principal = session_principal(request)
+    if principal is None:
+        return None
+    expected = request.session.get("csrf")
+    if (
+        not isinstance(expected, str)
+        or not expected
+        or not csrf_token
+        or not secrets.compare_digest(expected.encode(), csrf_token.encode())
+    ):
+        raise PermissionDenied(
+            "The form had expired (its security token did not match); reload the page and "
+            "try again."
+        )
+    request.state.principal = principal
+    return principal
+
+
+def to_login(request: Request, back: str) -> Response:
+    """The login page, returning to ``back`` (a page; the post's own URL has no GET)."""
+    return RedirectResponse("/login?" + urlencode({"next": back}), status_code=303)
