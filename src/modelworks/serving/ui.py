@@ -51,6 +51,7 @@ from modelworks.server.forms import form_principal, to_login
 from modelworks.server.pages import page_router, render, segment
 from modelworks.serving.api import deployments
 from modelworks.serving.batch_job import KIND as BATCH_KIND
+from modelworks.serving.host import DeploymentConfig
 from modelworks.serving.schemas import DeploymentOut, DeploymentTokenOut
 from modelworks.serving.service import DeploymentService
 from modelworks.training.jobs.api import jobs
@@ -62,7 +63,12 @@ BATCH_SEGMENT = "-/batch"  # '-' is no deployment name, so this never shadows a 
 BATCH_JOBS_SHOWN = 20
 PREDICTIONS_SHOWN = 20
 PREDICTIONS_WINDOW = timedelta(hours=1)
-BATCHING_DEFAULTS = {"max_batch_size": 64, "max_wait_ms": 2.0, "max_queue": 1024}
+_DEFAULTS = DeploymentConfig()
+BATCHING_DEFAULTS = {
+    "max_batch_size": _DEFAULTS.max_batch_size,
+    "max_wait_ms": _DEFAULTS.max_wait_ms,
+    "max_queue": _DEFAULTS.max_queue,
+}
 
 router = page_router()
 
