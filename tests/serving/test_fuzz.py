@@ -357,3 +357,17 @@ def test_the_main_server_describes_the_moved_model_routes_completely(store: Stor
     predict = doc["paths"]["/deployments/{name}/predict"]["post"]
     assert predict["security"] == [{"bearerAuth": []}]
     assert "Problem" in doc["components"]["schemas"]
+
+
+def test_without_a_token_the_document_asks_for_none(package_dir: Path) -> None:
+    """``modelworks serve`` without MODELWORKS_SERVE_TOKEN: no security, no 401 or 403."""
+    from modelworks.serving.model_app import create_model_app
+
+    spec = serve_cli.ServeSpec(package_dir=str(package_dir), name=NAME, version=VERSION)
+    doc = create_model_app(serve_cli.build_host(spec)).openapi()
+    assert dangling(doc) == []
+    assert "securitySchemes" not in doc["components"]
+    for item in doc["paths"].values():
+        for operation in item.values():
+            assert "security" not in operation
+            assert not {"401", "403"} & set(operation["responses"])
