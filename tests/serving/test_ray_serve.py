@@ -344,3 +344,22 @@ def test_cli_serves_on_ray_until_interrupted(
             proc.kill()
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert "churn-cli" not in serve.status().applications
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_replica_that_cannot_load_is_a_clear_error(
+    ray_serve: ServeOnRay, package: ModelPackage, tmp_path: Path
+) -> None:
+    from ray import serve
+
+    from modelworks.core.errors import ServiceUnavailable
+    from modelworks.serving.serve_cli import ServeSpec
+
+    spec = ServeSpec(package_dir=str(tmp_path / "gone"), name="broken", version="broken@1")
+    try:
+        with pytest.raises(ServiceUnavailable, match="Ray Serve could not start 'broken'") as err:
+            deploy_on_ray(spec, ship_package=False, replica_cpus=0.1, http_port=ray_serve.port)
+        assert str(tmp_path / "gone") in err.value.detail  # the replica's own error
+    finally:
+        serve.delete("broken")

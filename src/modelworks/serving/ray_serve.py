@@ -282,6 +282,18 @@ def _spec_for(
     return spec
 
 
+def _failure(app_name: str) -> str:
+    """The last line of the deployment's failure message: the replica's own error."""
+    from ray import serve
+
+    try:
+        message = serve.status().applications[app_name].deployments[app_name].message
+    except Exception:
+        return ""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _proxy_url(ray: Any, route_prefix: str, fallback_host: str, fallback_port: int) -> str:
     host, port = fallback_host, fallback_port
     try:  # Serve may already run with other HTTP options: report the ones it uses
@@ -399,7 +411,13 @@ def deploy_on_ray(
                 ray_actor_options={"num_cpus": float(replica_cpus)},
                 graceful_shutdown_timeout_s=float(graceful_shutdown_s),
             )
-        serve.run(deployment.bind(), name=spec.name, route_prefix=route_prefix, blocking=False)
+        try:
+            serve.run(deployment.bind(), name=spec.name, route_prefix=route_prefix, blocking=False)
+        except RuntimeError as exc:  # a replica failed to start
+            raise ServiceUnavailable(
+                f"Ray Serve could not start {spec.name!r}: {_failure(spec.name) or exc} "
+                "(more in the replica logs, under the cluster's session logs/serve/)."
+            ) from exc
         url = _proxy_url(ray, route_prefix, http_host, http_port)
     except BaseException:
         if connected_here:
