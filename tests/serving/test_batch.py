@@ -129,10 +129,13 @@ def test_predictions_equal_the_packages_own(
 ) -> None:
     pkg: ModelPackage = request.getfixturevalue(which)
     source = write_parquet(frame[["customer_id", *features_of(pkg)]], tmp_path / "in.parquet")
+    seen: list[tuple[int, int | None]] = []
     result = predict_batch(
         pkg, source, tmp_path / "out.parquet", batch_rows=700, workers=2,
         keep_columns=["customer_id"], progress=False,
+        on_progress=lambda done, total: seen.append((done, total)),
     )  # fmt: skip
+    assert seen == [(min(ROWS, 700 * k), ROWS) for k in range(1, 6)]  # after each batch written
     assert isinstance(result, BatchResult)
     assert result.rows == ROWS and result.batches == 5 and result.executor == "local"
     assert result.files == [str(tmp_path / "out.parquet")]

@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -502,11 +502,23 @@ def _read(
             yield batch if batch.schema == wanted else batch.select(columns).cast(wanted)
 
 
-class _Progress:
-    """A rich progress bar over rows on stderr, or nothing."""
+ProgressCallback: TypeAlias = Callable[[int, int | None], None]
 
-    def __init__(self, enabled: bool, total: int | None, label: str) -> None:
+
+class _Progress:
+    """A rich progress bar over rows on stderr (or nothing), and the caller's callback."""
+
+    def __init__(
+        self,
+        enabled: bool,
+        total: int | None,
+        label: str,
+        callback: ProgressCallback | None = None,
+    ) -> None:
         self._bar: Any = None
+        self._callback = callback
+        self._total = total
+        self._done = 0
         if not enabled:
             return
         from rich.console import Console
@@ -532,8 +544,11 @@ class _Progress:
         self._bar.start()
 
     def advance(self, rows: int) -> None:
+        self._done += rows
         if self._bar is not None:
             self._bar.advance(self._task, rows)
+        if self._callback is not None:
+            self._callback(self._done, self._total)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -573,11 +588,13 @@ def _run_local(
     batch_rows: int,
     workers: int,
     progress: bool,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[int, int]:
     """Score on a thread pool, writing results in input order; returns (rows, batches)."""
     assert plan.schema is not None  # set by _output_schema
     window = 2 * workers  # batches in flight: the memory bound
-    bar = _Progress(progress, _total_rows(inp), Path(inp.label).name or inp.label)
+    label = Path(inp.label).name or inp.label
+    bar = _Progress(progress, _total_rows(inp), label, on_progress)
     writer = _Writer(out.file, plan.schema, out.format)
     rows = batches = 0
     pending: deque[Future[pa.Table]] = deque()
@@ -634,6 +651,7 @@ def _run_ray(
     workers: int | None,
     address: str,
     progress: bool,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[int, int | None]:
     """The same work on Ray Data; returns (rows, None): the cluster splits the batches."""
     try:
@@ -686,12 +704,14 @@ def _run_ray(
         # and Ray Data's own writers gave no row order across files (seen in CI).
         writer = _Writer(out.file, plan.schema, out.format)
         rows = 0
+        tracker = _Progress(False, _total_rows(inp), inp.label, on_progress)
         try:
             for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
                 table = cast(pa.Table, block)
                 if table.num_rows:
                     writer.write(table.cast(plan.schema))
                     rows += table.num_rows
+                    tracker.advance(table.num_rows)
         finally:
             writer.close()
         return rows, None
@@ -722,6 +742,7 @@ def predict_batch(
     overwrite: bool = False,
     progress: bool = True,
     ray_address: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> BatchResult:
     """Score every row of ``source`` with ``model`` and write the predictions to ``output``.
 
@@ -738,6 +759,8 @@ def predict_batch(
     ``ray_address`` (default ``MODELWORKS_RAY_ADDRESS``; ``""`` forces this process) runs
     the work on Ray Data; ``workers`` is then the number of actors (default: the cluster's
     CPUs). The input paths must be readable, and the output writable, where Ray runs.
+    ``on_progress(rows_done, total_rows)`` is called as batches are written (``total_rows``
+    is None when the input does not say, as for CSV).
     """
     from modelworks.core.config import get_settings
 
@@ -753,11 +776,14 @@ def predict_batch(
     try:
         plan = _output_schema(model, plan, inp)
         if address:
-            rows, batches = _run_ray(model, plan, inp, out, batch_rows, workers, address, progress)
+            rows, batches = _run_ray(
+                model, plan, inp, out, batch_rows, workers, address, progress, on_progress
+            )
         else:
             rows, batches = _run_local(
-                model, plan, inp, out, batch_rows, workers or _default_workers(), progress
-            )
+                model, plan, inp, out, batch_rows, workers or _default_workers(), progress,
+                on_progress,
+            )  # fmt: skip
         files = _publish(out)
     except BaseException:
         _discard(out.tmp)

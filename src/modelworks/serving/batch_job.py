@@ -135,10 +135,19 @@ def batch_predict_job(ctx: JobContext) -> dict[str, Any]:
     if ctx.cancelled():
         return {"cancelled": True}
     ctx.progress(0.1, f"scoring {rows} rows of {spec.dataset} with {spec.model}")
+
+    def scored(done: int, total: int | None) -> None:
+        # 10% for reading and checking, 90% over the rows; the job's total wins over the
+        # input's own count (the dataset version knows it even for CSV-backed parts).
+        whole = total or rows or 0
+        if whole:
+            ctx.progress(0.1 + 0.9 * min(1.0, done / whole), f"scored {done} of {whole} rows")
+
     options: dict[str, Any] = {
         "keep_columns": spec.keep_columns,
         "ignore_columns": spec.ignore_columns,
         "progress": False,
+        "on_progress": scored,
     }
     if spec.batch_rows is not None:
         options["batch_rows"] = spec.batch_rows
