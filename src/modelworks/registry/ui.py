@@ -54,7 +54,8 @@ from modelworks.registry.schemas import (
 )
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
-from modelworks.server.forms import form_principal, to_login
+from modelworks.server.forms import form_caller, set_flash
+from modelworks.server.forms import pop_flash as _pop_flash
 from modelworks.server.pages import page_router, render, segment
 
 MODELS_PAGE_SIZE = 50
@@ -112,14 +113,11 @@ def lineage_href(project: str, node: DataNode) -> str | None:
 # ---- flash messages and forms -------------------------------------------------------------
 def flash(request: Request, kind: str, text: str) -> None:
     """A message for the next page this session renders (``kind``: success, info, error)."""
-    request.session[FLASH_KEY] = {"kind": kind, "text": text}
+    set_flash(request, FLASH_KEY, kind, text)
 
 
 def pop_flash(request: Request) -> dict[str, str] | None:
-    if "session" not in request.scope:
-        return None
-    value = request.session.pop(FLASH_KEY, None)
-    return value if isinstance(value, dict) else None
+    return _pop_flash(request, FLASH_KEY)
 
 
 # ---- shaping service results for the templates --------------------------------------------
@@ -783,13 +781,10 @@ def decide_request(
     svc: EvaluationService = Depends(evaluations),
 ) -> Response:
     back = requests_href(project)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     if decision not in ("approve", "reject"):
         flash(request, "error", "Choose Approve or Reject.")
         return RedirectResponse(back, status_code=303)
@@ -914,13 +909,10 @@ def move_alias(
     svc: EvaluationService = Depends(evaluations),
 ) -> Response:
     back = model_href(project, model)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     try:
         if not version.strip().isdigit():
             raise InvalidInput("Choose the version the alias should point at.")
@@ -1095,13 +1087,10 @@ def explain_row(
     offers the one the version was evaluated on); linear and model-agnostic explainers need
     one to explain a single row."""
     back = version_href(project, model, version)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     explained = Explained(record=record, background=background.strip())
     status = 200
     try:

@@ -13,10 +13,10 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from modelworks.core.auth import Principal
-from modelworks.core.errors import PermissionDenied
+from modelworks.core.errors import ModelworksError, PermissionDenied
 from modelworks.server.deps import current_principal, session_principal
 
-__all__ = ["form_principal", "to_login"]
+__all__ = ["form_caller", "form_principal", "pop_flash", "set_flash", "to_login"]
 
 
 def form_principal(request: Request, csrf_token: str) -> Principal | None:
@@ -48,3 +48,32 @@ def form_principal(request: Request, csrf_token: str) -> Principal | None:
 def to_login(request: Request, back: str) -> Response:
     """The login page, returning to ``back`` (a page; the post's own URL has no GET)."""
     return RedirectResponse("/login?" + urlencode({"next": back}), status_code=303)
+
+
+def set_flash(request: Request, key: str, kind: str, text: str, **links: str) -> None:
+    """A message for the next page this session renders (``kind``: success, info, error),
+    kept under ``key`` (one per page set); ``links`` are ids the page turns into links."""
+    request.session[key] = {"kind": kind, "text": text, **links}
+
+
+def pop_flash(request: Request, key: str) -> dict[str, str] | None:
+    """The message :func:`set_flash` left under ``key``, once."""
+    if "session" not in request.scope:
+        return None
+    value = request.session.pop(key, None)
+    return value if isinstance(value, dict) else None
+
+
+def form_caller(
+    request: Request, csrf_token: str, back: str, flash_key: str
+) -> Principal | Response:
+    """The caller of a form post, or the response to send instead: back to ``back`` with
+    the reason flashed (an expired form), or the login page (nobody logged in)."""
+    try:
+        principal = form_principal(request, csrf_token)
+    except ModelworksError as exc:
+        set_flash(request, flash_key, "error", exc.detail)
+        return RedirectResponse(back, status_code=303)
+    if principal is None:
+        return to_login(request, back)
+    return principal

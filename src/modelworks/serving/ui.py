@@ -47,7 +47,8 @@ from modelworks.registry.service import RegistryService
 from modelworks.registry.ui import dataset_href, example_record, finite, ref_href
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
-from modelworks.server.forms import form_principal, to_login
+from modelworks.server.forms import form_caller, set_flash
+from modelworks.server.forms import pop_flash as _pop_flash
 from modelworks.server.pages import page_router, render, segment
 from modelworks.serving.api import deployments
 from modelworks.serving.batch_job import KIND as BATCH_KIND
@@ -94,14 +95,11 @@ def job_href(project: str, job_id: str) -> str:
 def flash(request: Request, kind: str, text: str, **links: str) -> None:
     """A message for the next page this session renders (``kind``: success, info, error);
     ``links`` (``job=<id>``) are ids the page turns into links."""
-    request.session[FLASH_KEY] = {"kind": kind, "text": text, **links}
+    set_flash(request, FLASH_KEY, kind, text, **links)
 
 
 def pop_flash(request: Request) -> dict[str, str] | None:
-    if "session" not in request.scope:
-        return None
-    value = request.session.pop(FLASH_KEY, None)
-    return value if isinstance(value, dict) else None
+    return _pop_flash(request, FLASH_KEY)
 
 
 def project_role(request: Request, principal: Principal, project: str) -> Role | None:
@@ -394,13 +392,10 @@ def create_deployment(
     svc: DeploymentService = Depends(deployments),
 ) -> Response:
     back = deployments_href(project)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     form = CreateForm(
         name=name.strip(), model=model.strip(), description=description.strip(),
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
@@ -523,13 +518,10 @@ def update_deployment(
     """Point at another alias or version, set or clear the canary and the shadow, or stop
     and start it."""
     back = deployment_href(project, name)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     try:
         current = svc.get(principal, project, name)
         config = dict(current.config or {})
@@ -556,13 +548,10 @@ def delete_deployment(
     svc: DeploymentService = Depends(deployments),
 ) -> Response:
     back = deployment_href(project, name)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     try:
         svc.delete(principal, project, name)
     except ModelworksError as exc:
@@ -584,13 +573,10 @@ def create_token(
 ) -> Response:
     """A token for this deployment, shown once on the page this answers with."""
     back = deployment_href(project, name)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     try:
         token = svc.create_token(principal, project, name, label.strip() or "default")
     except ModelworksError as exc:
@@ -612,13 +598,10 @@ def revoke_token(
     svc: DeploymentService = Depends(deployments),
 ) -> Response:
     back = deployment_href(project, name)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     try:
         svc.revoke_token(principal, project, name, token_id)
     except ModelworksError as exc:
@@ -720,13 +703,10 @@ def submit_batch(
     svc: JobService = Depends(jobs),
 ) -> Response:
     back = batch_href(project)
-    try:
-        principal = form_principal(request, csrf_token)
-    except ModelworksError as exc:
-        flash(request, "error", exc.detail)
-        return RedirectResponse(back, status_code=303)
-    if principal is None:
-        return to_login(request, back)
+    caller = form_caller(request, csrf_token, back, FLASH_KEY)
+    if isinstance(caller, Response):
+        return caller
+    principal = caller
     form = BatchForm(model, dataset, output, keep_columns, ignore_columns)
     try:
         spec = form.spec()
