@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import builtins
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelworks.core.errors import CorruptData, InvalidInput
+from modelworks.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from modelworks.client import Workspace
@@ -307,17 +306,15 @@ class Models:
         """Load a version for predictions; its package is cached (and re-verified) under
         ``$MODELWORKS_HOME/cache/models``."""
         from modelworks.core.config import get_settings
-        from modelworks.training.package import load_package
+        from modelworks.registry.package_cache import cached_package
 
         version = self.version(ref)
-        cache = get_settings().home_path / "cache" / "models" / version.id
-        if cache.exists():
-            try:
-                return load_package(cache, trust=trust)
-            except CorruptData:
-                shutil.rmtree(cache, ignore_errors=True)
-        self.download(version.ref, cache)
-        return load_package(cache, trust=trust)
+        return cached_package(
+            get_settings().home_path,
+            version.id,
+            lambda folder: self.download(version.ref, folder),
+            trust=trust,
+        )
 
     def export(
         self, ref: str, dest: str | os.PathLike[str], *, format: ExportFormat = "folder"

@@ -11,7 +11,6 @@ artifact store) linked to both, and records the link in the lineage graph
 from __future__ import annotations
 
 import difflib
-import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from sqlalchemy import select
 
 from modelworks.core import audit, lineage
 from modelworks.core.auth import Principal, Role
-from modelworks.core.errors import CorruptData, InvalidInput, NotFound
+from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
@@ -49,17 +48,15 @@ class EvaluationService:
     # ---- inputs ------------------------------------------------------------------------
     def load(self, principal: Principal, project: str, ref: str) -> tuple[VersionOut, ModelPackage]:
         """The version and its package, loaded from a verified local copy (cached by id)."""
-        from modelworks.training.package import load_package
+        from modelworks.registry.package_cache import cached_package
 
         version = self.registry.get_version(principal, project, ref)
-        cache = self.store.settings.home_path / "cache" / "models" / version.id
-        if cache.exists():
-            try:
-                return version, load_package(cache)
-            except CorruptData:
-                shutil.rmtree(cache, ignore_errors=True)
-        self.registry.download_package(principal, project, version.ref, cache)
-        return version, load_package(cache)
+        pkg = cached_package(
+            self.store.settings.home_path,
+            version.id,
+            lambda folder: self.registry.download_package(principal, project, version.ref, folder),
+        )
+        return version, pkg
 
     def _target(self, principal: Principal, version: VersionOut, target: str | None) -> str:
         if target:
