@@ -25,11 +25,22 @@ TRICKY = [
     "2024-01-05", " 2024-01-05 ", "2024-1-5", "2024/01/05", "20240105", "2024-01-05 10:30",
     "2024-01-05T10:30:00Z", "2024-01-05 10:30:00+02:00", "2024-01-05 10:30:00.123456",
     "0044-03-15 (BC)", "infinity", "-infinity", "epoch", "10:30", "10:30:00", "25:00",
-    "nan", "inf", "1.5", "\u0663", "\uff15",
+    "nan", "inf", "1.5", "\u0663", "\uff15", "2024-01-05 10:30:00", "2024-01-05 10:30:00 (BC)",
+    "12024-01-05", "12024-01-05 10:30:00", "2024-02-30", "2024-01-05Z", "2024-01-05 10:30:00Z",
+    "2024-01-05 10:30:00 +0200", "2024-01-05 10:30:00.5-05", "1970-01-01", "0001-01-01",
+    "0000-01-01", "2024-01-05 00:00:00", "2024-01-05T10:30:00", "2024-01-05 10:30:00.120",
 ]  # fmt: skip
 
 # The tests as they were before the shortcuts.
 PLAIN_INT = r"(regexp_full_match({v}, '\s*[+-]?[0-9]+\s*') AND TRY_CAST({v} AS {t}) IS NOT NULL)"
+PLAIN_DATE = (
+    r"(regexp_full_match({v}, '\s*[0-9]{{4}}-[0-9]{{1,2}}-[0-9]{{1,2}}\s*') "
+    "AND TRY_CAST({v} AS DATE) IS NOT NULL)"
+)
+PLAIN_TIMESTAMP = (
+    "(TRY_CAST({v} AS TIMESTAMP) IS NOT NULL AND NOT regexp_matches({v}, "
+    r"'[0-9]{{1,2}}:[0-9]{{2}}(:[0-9]{{2}}(\.[0-9]+)?)?\s*(Z|z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)\s*$'))"
+)
 PLAIN_BOOL = "lower(trim({v})) IN ('true', 'false')"
 PLAIN_BOOL_ANY = "lower(trim({v})) IN ('true', 'false', 't', 'f', 'yes', 'no', 'y', 'n', '1', '0')"
 
@@ -54,6 +65,19 @@ def test_integer_shortcut_agrees_with_the_full_test(
     fast = candidate_test("x", type_name, Formats())
     plain = PLAIN_INT.format(v="x", t=type_name)
     for row in answers(con, fast, plain):
+        assert row[1] == row[2], row
+
+
+@pytest.mark.parametrize(
+    ("type_name", "plain"), [("DATE", PLAIN_DATE), ("TIMESTAMP", PLAIN_TIMESTAMP)]
+)
+def test_temporal_shortcuts_agree_with_the_full_tests(
+    con: duckdb.DuckDBPyConnection, type_name: str, plain: str
+) -> None:
+    fast = candidate_test("x", type_name, Formats())
+    rows = answers(con, fast, plain.format(v="x"))
+    assert any(r[1] for r in rows) and not all(r[1] for r in rows)
+    for row in rows:
         assert row[1] == row[2], row
 
 

@@ -323,15 +323,22 @@ def candidate_test(value: str, type_name: str, formats: Formats) -> str:
     if t == "DATE":
         if formats.date:
             return f"TRY_STRPTIME(trim({value}), {sql_string(formats.date)}) IS NOT NULL"
+        # A date in DuckDB's own spelling ("2024-01-05": ten characters, so neither BC nor
+        # a year past 9999 nor "infinity") needs no regular expression.
         return (
-            f"(regexp_full_match({value}, '{_DATE_RE}') AND TRY_CAST({value} AS DATE) IS NOT NULL)"
+            f"((length({value}) = 10 AND coalesce(TRY_CAST({value} AS DATE)::VARCHAR = {value}, "
+            f"false)) OR (regexp_full_match({value}, '{_DATE_RE}') AND "
+            f"TRY_CAST({value} AS DATE) IS NOT NULL))"
         )
     if t in ("TIMESTAMP", "DATETIME"):
         if formats.timestamp:
             return f"TRY_STRPTIME(trim({value}), {sql_string(formats.timestamp)}) IS NOT NULL"
+        # A timestamp in DuckDB's own spelling has no UTC offset, so it needs no regular
+        # expression; the search for an offset is the dearest part of the full test.
         return (
+            f"(coalesce(TRY_CAST({value} AS TIMESTAMP)::VARCHAR = {value}, false) OR "
             f"(TRY_CAST({value} AS TIMESTAMP) IS NOT NULL "
-            f"AND NOT regexp_matches({value}, '{_TZ_RE}'))"
+            f"AND NOT regexp_matches({value}, '{_TZ_RE}')))"
         )
     if t in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
         return (
