@@ -363,11 +363,14 @@ def _convert(model: Any, inputs: list[dict[str, Any]], opset: int, classifier: b
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _session(model_bytes: bytes) -> Any:
+def _session(model_bytes: bytes, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no warnings on stderr for every session
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -446,7 +449,14 @@ class OnnxModel:
 def load_onnx(package_dir: str | os.PathLike[str]) -> OnnxModel:
     """The ONNX model of an exported package (checksums verified first), ready to predict."""
     root = Path(package_dir)
-    meta = verify_package(root)
+    return onnx_model(root, verify_package(root))
+
+
+def onnx_model(root: Path, meta: PackageMeta, *, threads: int | None = None) -> OnnxModel:
+    """The ONNX model of the package at ``root`` whose ``meta`` was verified already (its
+    other files are not hashed again); the ONNX file's own checksum is checked on the bytes
+    the session is built from. ``threads``: ONNX Runtime's intra-op threads (default: its
+    own pool, one spinning thread per core; a server wants few)."""
     spec = _spec(meta)
     rel = str(spec.get("path") or ONNX_PATH)
     if rel not in meta.files:
@@ -462,7 +472,7 @@ def load_onnx(package_dir: str | os.PathLike[str]) -> OnnxModel:
             "package to ONNX again.",
             files=[rel],
         )
-    return OnnxModel(_session(model_bytes), meta, root / rel)
+    return OnnxModel(_session(model_bytes, threads), meta, root / rel)
 
 
 # ---- the parity check -------------------------------------------------------------------------

@@ -32,7 +32,6 @@ Errors name the row (counted from 0, as the JSON array is indexed) and the field
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
@@ -50,7 +49,7 @@ import pandas as pd
 
 from modelworks.core.errors import CorruptData, InvalidInput, ModelworksError
 from modelworks.training.flavors import get_flavor
-from modelworks.training.package import META_FILE, ModelPackage
+from modelworks.training.package import ModelPackage
 from modelworks.training.signature import ColumnSpec, Signature
 
 __all__ = [
@@ -1202,35 +1201,8 @@ def _known_categories(model: Any, columns: list[_Column]) -> dict[str, list[Any]
 
 
 def _load_onnx(package: ModelPackage, threads: int) -> Any:
-    """The package's ONNX model on a session with ``threads`` intra-op threads.
+    """The package's ONNX model on a session with ``threads`` intra-op threads
+    (``load_package`` verified the package's files just now: only the ONNX file is hashed)."""
+    from modelworks.registry.onnx_export import onnx_model
 
-    Not :func:`~modelworks.registry.onnx_export.load_onnx`: that hashes every file of the
-    package again (``load_package`` just did) and builds a session with ONNX Runtime's
-    default pool, one spinning thread per core. The ONNX file's own checksum is checked
-    here, on the bytes the session is built from.
-    """
-    import onnxruntime as ort
-
-    from modelworks.registry.onnx_export import ONNX_PATH, OnnxModel
-
-    rel = str((package.meta.onnx or {}).get("path") or ONNX_PATH)
-    expected = package.meta.files.get(rel)
-    if expected is None:
-        raise CorruptData(
-            f"{package.path / META_FILE} names {rel} as its ONNX model, but the package does "
-            "not list that file; export the package to ONNX again.",
-            files=[rel],
-        )
-    data = (package.path / rel).read_bytes()
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise CorruptData(
-            f"{package.path / rel} does not match its checksum (changed or damaged); load "
-            "the package again, or export it to ONNX again.",
-            files=[rel],
-        )
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    return OnnxModel(session, package.meta, package.path / rel)
+    return onnx_model(package.path, package.meta, threads=threads)
