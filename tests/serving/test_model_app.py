@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from modelworks.core.errors import InvalidInput
+from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.serving import serve_cli
 from modelworks.serving.host import (
     CanaryConfig,
@@ -761,3 +761,55 @@ def test_serve_command_runs_uvicorn(
     assert spec.package_dir == folder and spec.name == "v1" and spec.use_onnx is False
     with pytest.raises(InvalidInput, match=r"--name 'my model' is not a valid deployment name"):
         serve_cli.serve(folder, name="my model")
+
+
+def test_serve_a_named_deployment_with_its_version_config_and_tokens(
+    packages: dict[str, ModelPackage],
+    frame: pd.DataFrame,
+    store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    from modelworks.core.auth import local_principal
+    from modelworks.registry.service import RegistryService
+    from modelworks.serving.service import DeploymentService
+
+    me = local_principal()
+    registry = RegistryService(store)
+    for key in ("v1", "v2"):
+        registry.register_package(me, "default", "churn", packages[key].path)
+    registry.set_alias(me, "default", "churn", "champion", 1)
+    deployments = DeploymentService(store)
+    config = {"max_batch_size": 8, "canary": {"version": "churn@2", "percent": 5}}
+    deployments.create(me, "default", "churn-prod", "churn@champion", config=config)
+    deployments.create(me, "default", "other", "churn@2")
+    monkeypatch.delenv(serve_cli.TOKEN_ENV, raising=False)
+    with pytest.raises(InvalidInput, match=r"'churn-prod' has no live token.*token create"):
+        serve_cli.serve("churn-prod")
+    live = deployments.create_token(me, "default", "churn-prod").token
+    revoked = deployments.create_token(me, "default", "churn-prod", "old")
+    deployments.revoke_token(me, "default", "churn-prod", revoked.id)
+    elsewhere = deployments.create_token(me, "default", "other").token
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    serve_cli.serve("churn-prod", port=9002)
+    app, _ = calls[-1]
+    deployment = app.state.host.get("churn-prod")
+    assert deployment.config.max_batch_size == 8 and deployment.canary is None  # served alone
+    payload = {"records": records(frame.iloc[:2])}
+    with TestClient(app) as client:
+
+        def call(token: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return client.post("/deployments/churn-prod/predict", json=payload, headers=headers)
+
+        assert call(None).status_code == 401
+        assert call(revoked.token).status_code == 403 and call(elsewhere).status_code == 403
+        answer = call(live)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "churn@1"
+    with pytest.raises(InvalidInput, match=r"served under its own name; leave out --name"):
+        serve_cli.serve("churn-prod", name="x")
+    with pytest.raises(NotFound, match=r"Deployment 'nope' does not exist"):
+        serve_cli.serve("nope")

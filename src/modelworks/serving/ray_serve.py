@@ -163,7 +163,7 @@ def replica_app(spec_json: str, archive: bytes | None, token: str | None) -> Fas
     """What one replica serves: the model app over a host loaded from the spec (and the
     shipped package, when there is one). Runs in the replica, once."""
     from modelworks.serving.model_app import create_model_app
-    from modelworks.serving.serve_cli import build_host, static_token_check
+    from modelworks.serving.serve_cli import build_host, token_check_for
 
     spec = ServeSpec.model_validate_json(spec_json)
     if archive is not None:
@@ -172,7 +172,7 @@ def replica_app(spec_json: str, archive: bytes | None, token: str | None) -> Fas
     host = build_host(spec)
     if archive is not None:
         weakref.finalize(host, shutil.rmtree, spec.package_dir, True)
-    return create_model_app(host, token_check=static_token_check(token) if token else None)
+    return create_model_app(host, token_check=token_check_for(spec, token))
 
 
 def _app_builder(spec_json: str, archive: bytes | None, token: str | None) -> Callable[[], Any]:

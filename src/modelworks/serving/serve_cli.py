@@ -77,6 +77,16 @@ class ServeSpec(BaseModel):
     use_onnx: bool | None = None
     trust: bool = False
     threads: int = 1
+    # sha256 of the deployment tokens accepted (serving a named deployment: its live tokens
+    # when the server started; a token revoked later works here until a restart).
+    token_hashes: list[str] = []
+
+
+def _is_deployment_name(target: str) -> bool:
+    """A plain name (no ``@``, no ``/``) that is no folder here: a deployment."""
+    from modelworks.serving.host import DEPLOYMENT_NAME
+
+    return bool(DEPLOYMENT_NAME.match(target)) and not Path(target).exists()
 
 
 def _deployment_name(text: str) -> str:
@@ -101,6 +111,50 @@ def resolve_target(
     with open_store() as store:
         version, pkg = EvaluationService(store).load(principal(), project, target)
     return pkg, _deployment_name(version.model), version.ref, version.id
+
+
+def resolve_deployment(
+    name: str, *, project: str = "default", trust: bool = False
+) -> tuple[ModelPackage, ServeSpec]:
+    """A named deployment's package and what serving it alone means: its version now, its
+    config (without canary and shadow, which only ``modelworks server`` runs) and its live
+    tokens, which every request must then carry."""
+    from modelworks.cli import open_store, principal
+    from modelworks.core.errors import InvalidInput
+    from modelworks.registry.evaluations import EvaluationService
+    from modelworks.serving.service import DeploymentService
+
+    with open_store() as store:
+        who = principal()
+        service = DeploymentService(store)
+        deployment = service.get(who, project, name)
+        hashes = service.token_hashes(who, project, name)
+        version, pkg = EvaluationService(store).load(who, project, deployment.ref)
+    if not hashes and not os.environ.get(TOKEN_ENV):
+        raise InvalidInput(
+            f"Deployment {name!r} has no live token, so nobody could call it: create one "
+            f"with `modelworks deployments token create {name}` (or set {TOKEN_ENV})."
+        )
+    config = DeploymentConfig.model_validate(deployment.config)
+    if config.canary is not None or config.shadow is not None:
+        from modelworks.cli.output import err_console
+
+        err_console.print(
+            f"Deployment {name!r} has a canary or a shadow: serving {version.ref} alone here "
+            "(`modelworks server` runs rollouts).",
+            soft_wrap=True,
+        )
+        config = config.model_copy(update={"canary": None, "shadow": None})
+    spec = ServeSpec(
+        package_dir=str(pkg.path),
+        name=deployment.name,
+        version=version.ref,
+        version_id=version.id,
+        config=config,
+        trust=trust,
+        token_hashes=sorted(hashes),
+    )
+    return pkg, spec
 
 
 def build_host(spec: ServeSpec, package: ModelPackage | None = None) -> ModelHost:
@@ -136,6 +190,24 @@ def static_token_check(expected: str) -> TokenCheck:
     return check
 
 
+def token_check_for(spec: ServeSpec, shared: str | None) -> TokenCheck | None:
+    """Who may call: the ``shared`` token (``MODELWORKS_SERVE_TOKEN``), the deployment's
+    own tokens (``spec.token_hashes``), either, or anyone when there are neither."""
+    from modelworks.serving.service import hash_token
+
+    hashes = frozenset(spec.token_hashes)
+    if not shared and not hashes:
+        return None
+    same = static_token_check(shared) if shared else None
+
+    def check(token: str | None, deployment: str) -> bool:
+        if token is None:
+            return False
+        return bool(same and same(token, deployment)) or hash_token(token) in hashes
+
+    return check
+
+
 def create_app_from_env() -> FastAPI:
     """The uvicorn app factory for worker processes: serves ``MODELWORKS_SERVE_SPEC``."""
     from modelworks.core.errors import InvalidInput
@@ -147,9 +219,8 @@ def create_app_from_env() -> FastAPI:
             f"{SPEC_ENV} is not set; start model servers with `modelworks serve TARGET`."
         )
     spec = ServeSpec.model_validate_json(raw)
-    token = os.environ.get(TOKEN_ENV)
     return create_model_app(
-        build_host(spec), token_check=static_token_check(token) if token else None
+        build_host(spec), token_check=token_check_for(spec, os.environ.get(TOKEN_ENV))
     )
 
 
@@ -186,7 +257,8 @@ def serve(
     target: Annotated[
         str,
         typer.Argument(
-            help="A model package folder, or a registered version: churn@champion, churn@3."
+            help="A model package folder, a registered version (churn@champion, churn@3), "
+            "or a deployment's name (churn-prod: its version, config and tokens)."
         ),
     ],
     host: Annotated[
@@ -318,7 +390,8 @@ def serve(
     Routes: POST /deployments/NAME/predict with {"records": [{...}]}, POST
     /v2/models/NAME/infer, GET /v2/models/NAME, GET /v2/health/ready, GET /metrics.
     Concurrent requests are batched into one model call. Set MODELWORKS_SERVE_TOKEN to
-    require 'Authorization: Bearer <token>'.
+    require 'Authorization: Bearer <token>'. A deployment's name serves what the deployment
+    serves now, with its config, and takes its tokens (as they are at start).
 
     With --ray (or --ray-address), the model runs as a Ray Serve application whose
     replicas scale between --min-replicas and --max-replicas with the load, behind Serve's
@@ -327,7 +400,7 @@ def serve(
     Example:
       modelworks serve churn@champion --port 8080 --workers 2
       curl -d '{"records": [{"tenure": 3}]}' localhost:8080/deployments/churn/predict
-      modelworks serve churn@champion --ray-address 127.0.0.1:6379 --max-replicas 4
+      modelworks serve churn-prod --ray-address 127.0.0.1:6379 --max-replicas 4
     """
     import uvicorn
 
@@ -353,23 +426,34 @@ def serve(
         max_request_bytes=max_request_bytes,
         rate_limit_per_s=rate_limit,
     )
-    pkg, default_name, version, version_id = resolve_target(target, project=project, trust=trust)
-    deployment = _deployment_name(name) if name else default_name
-    if name and deployment != name:
-        raise InvalidInput(
-            f"--name {name!r} is not a valid deployment name; use letters, digits, '_', '-' "
-            f"and '.', e.g. {deployment!r}."
+    if _is_deployment_name(target):
+        if name:
+            raise InvalidInput(
+                f"{target!r} is a deployment, served under its own name; leave out --name."
+            )
+        pkg, spec = resolve_deployment(target, project=project, trust=trust)
+        spec = spec.model_copy(update={"use_onnx": onnx, "threads": threads})
+    else:
+        pkg, default_name, version, version_id = resolve_target(
+            target, project=project, trust=trust
         )
-    spec = ServeSpec(
-        package_dir=str(pkg.path),
-        name=deployment,
-        version=version,
-        version_id=version_id,
-        config=config,
-        use_onnx=onnx,
-        trust=trust,
-        threads=threads,
-    )
+        deployment = _deployment_name(name) if name else default_name
+        if name and deployment != name:
+            raise InvalidInput(
+                f"--name {name!r} is not a valid deployment name; use letters, digits, '_', "
+                f"'-' and '.', e.g. {deployment!r}."
+            )
+        spec = ServeSpec(
+            package_dir=str(pkg.path),
+            name=deployment,
+            version=version,
+            version_id=version_id,
+            config=config,
+            use_onnx=onnx,
+            trust=trust,
+            threads=threads,
+        )
+    version, deployment = spec.version, spec.name
     if on_ray:
         from modelworks.serving.ray_serve import serve_on_ray
 
@@ -398,9 +482,8 @@ def serve(
     if workers == 1:
         from modelworks.serving.model_app import create_model_app
 
-        token = os.environ.get(TOKEN_ENV)
         app = create_model_app(
-            build_host(spec, pkg), token_check=static_token_check(token) if token else None
+            build_host(spec, pkg), token_check=token_check_for(spec, os.environ.get(TOKEN_ENV))
         )
         uvicorn.run(app, **options)  # type: ignore[arg-type]
         return

@@ -278,6 +278,21 @@ class DeploymentService:
             audit.record(s, principal, "deployment.token.revoke", "deployment", d.id,
                          project_id=proj.id, changes={"token": token_id})  # fmt: skip
 
+    def token_hashes(self, principal: Principal, project: str, name: str) -> set[str]:
+        """The sha256 of the deployment's live tokens, for a server that serves it alone
+        (``modelworks serve NAME``); a maintainer's to read, like the tokens."""
+        with self.store.read() as s:
+            proj = require_project(s, principal, project, Role.MAINTAINER, "Serving a deployment")
+            d = self._get(s, proj, name)
+            return set(
+                s.scalars(
+                    select(DeploymentToken.token_hash).where(
+                        DeploymentToken.deployment_id == d.id,
+                        DeploymentToken.revoked_at.is_(None),
+                    )
+                )
+            )
+
     def check_token(self, token: str | None, deployment: str) -> bool:
         """Whether ``token`` may call ``deployment`` (a live token scoped to it)."""
         if not token or not token.startswith(TOKEN_PREFIX):
