@@ -205,14 +205,22 @@ def test_the_document_lists_every_route_with_its_errors(app: FastAPI) -> None:
     assert "inputs" in infer["content"]["application/json"]["schema"]["required"]
 
 
-@pytest.mark.parametrize("mode", list(GenerationMode), ids=lambda m: m.value)
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+# Negative cases need something to make invalid: a path parameter or a body.
+FUZZED = [
+    (method, path, mode)
+    for method, path in OPERATIONS
+    for mode in GenerationMode
+    if mode is not GenerationMode.NEGATIVE or "{name}" in path or method == "POST"
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "mode"), FUZZED, ids=[f"{m} {p}-{g.value}" for m, p, g in FUZZED]
+)
 def test_no_server_error_and_every_answer_is_documented(
     schema: BaseSchema, method: str, path: str, mode: GenerationMode
 ) -> None:
     secured = "{name}" in path
-    if mode is GenerationMode.NEGATIVE and not (secured or method == "POST"):
-        pytest.skip("no parameters and no body: nothing to make invalid")
     extra = [checks.negative_data_rejection] if mode is GenerationMode.NEGATIVE else []
 
     def send(case: Any) -> None:
