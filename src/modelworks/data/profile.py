@@ -8,7 +8,7 @@ scans of the Parquet parts, not around columns:
    leave out). Knowing the extremes first is what lets one scan do the rest.
 1. One ungrouped ``SELECT`` computes every other scalar statistic of every column: counts,
    distinct counts, mean/std, approximate quantiles (one t-digest per column for all seven
-   quantiles), equal-width histograms (``histogram(x, bounds)`` with bounds from step 0)
+   quantiles), equal-width histograms (running counts of ``x <= edge``, the edges from step 0)
    and ``approx_top_k`` candidates for string columns.
 2. One more ``SELECT``, over only the columns that need it, counts values exactly: every
    value of low-cardinality strings and numbers, and the candidates of strings with many
@@ -33,8 +33,9 @@ for its finite range: its histogram spans and counts only the finite values.
 
 Temporal columns are profiled as microseconds since the epoch (``epoch_us``) and reported as
 ISO strings, which also keeps time-zone-aware timestamps away from Python's time-zone database.
-Histogram bins are closed on the right, ``[min, e1], (e1, e2], ..., (e19, max]``, which is how
-DuckDB's ``histogram(x, bounds)`` counts; ``std`` is the sample standard deviation (n - 1).
+Histogram bins are closed on the right, ``[min, e1], (e1, e2], ..., (e19, max]`` (each the
+difference of two running counts of ``x <= edge``, which is also how DuckDB's
+``histogram(x, bounds)`` counts); ``std`` is the sample standard deviation (n - 1).
 """
 
 from __future__ import annotations
@@ -376,6 +377,7 @@ class _Column:
     top_values: list[TopValue] = field(default_factory=list)
     histogram: Histogram | None = None
     edges: list[float] = field(default_factory=list)  # histogram bounds, in SQL units
+    cumulative_slots: list[int] = field(default_factory=list)  # scan 1: x <= each inner edge
 
     @property
     def sql(self) -> str:
@@ -450,14 +452,12 @@ class _Column:
             self.top_values = sorted(
                 (c for c in counts if c.count), key=lambda c: (-c.count, c.value)
             )
-        if "histogram" in self.slots:
-            counted: dict[Any, int] = dict(self.stats["histogram"] or {})
-            inner = self.edges[1:-1]
-            counts_: list[int] = []
-            for bound in inner:
-                key: Any = int(bound) if self.kind == "temporal" else bound
-                counts_.append(int(counted.pop(key, 0)))
-            counts_.append(sum(int(v) for v in counted.values()))  # the last bin: above e19
+        if self.cumulative_slots:
+            # Running counts of x <= e1, ..., x <= e19; each bin is the difference of two.
+            below = [int(values[slot] or 0) for slot in self.cumulative_slots]
+            binned = int(self.stats["finite_count"] or 0) if self.nonfinite else self.count
+            running = [0, *below, binned]
+            counts_ = [running[i + 1] - running[i] for i in range(len(running) - 1)]
             self.histogram = Histogram(edges=self._edge_values(self.edges), counts=counts_)
         elif len(self.edges) == 2 and self.count:
             # One value: a single bin of zero width, rather than inventing a range around it.
@@ -519,21 +519,20 @@ class _Column:
         if self.kind == "temporal":
             edges = [float(round(e)) for e in edges]
         self.edges = edges
-        # ``histogram(x, bounds)`` counts x <= bound in the first bound that holds, and values
-        # above the last bound under +inf: passing only the inner edges makes the bins
-        # [min, e1], (e1, e2], ..., (e19, max] without depending on float rounding at max.
+        # The bins are [min, e1], (e1, e2], ..., (e19, max]: counting x <= e for each inner
+        # edge gives them by difference, the last one from the count of values, so nothing
+        # depends on float rounding at max. Nineteen comparisons and counts a value cost
+        # about half what ``histogram(x, bounds)`` does (a search and a map per value).
         inner = edges[1:-1]
         if self.kind == "temporal":
-            bounds = ", ".join(str(int(e)) for e in inner)
-            query_bounds = f"[{bounds}]::BIGINT[]"
             x = self.value_sql
+            bounds = [f"{int(e)}::BIGINT" for e in inner]
         else:
-            bounds = ", ".join(repr(e) for e in inner)
-            query_bounds = f"[{bounds}]::DOUBLE[]"
             x = f"{self.sql}::DOUBLE"
             if self.nonfinite:  # NaN and infinity belong to no bin
                 x = f"CASE WHEN isfinite({self.sql}) THEN {x} END"
-        self.slots["histogram"] = query.add(f"histogram({x}, {query_bounds})")
+            bounds = [f"{e!r}::DOUBLE" for e in inner]
+        self.cumulative_slots = [query.add(f"count_if({x} <= {b})") for b in bounds]
 
     def _histogram_range(self) -> tuple[float | None, float | None]:
         low, high = self.stats.get("min"), self.stats.get("max")
