@@ -77,6 +77,7 @@ Encoding = Literal["utf-8", "utf-16", "latin-1"]
 # Internal column names; never shown to users.
 _FILE_COL = "__mw_file"
 _ROW_COL = "__mw_row"
+_CAST_COL = "__mw_cast_"
 
 # ---- locating files -------------------------------------------------------------------------
 
@@ -882,14 +883,21 @@ class CsvSource(Source):
             for g in plan.groups
         )
         selects: list[str] = []
+        casts: list[str] = []  # computed once below the check, which reads them
         checks: list[tuple[str, str, str]] = []  # (column, ok sql, value sql)
-        for name in plan.names:
+        for i, name in enumerate(plan.names):
             col = quote_identifier(name)
             type_name = plan.types.get(name, "VARCHAR")
             if name.lower() in native:
                 selects.append(f"{col} AS {col}")
                 continue
             ok, value = strict_cast(col, type_name, formats, declared=name in plan.declared)
+            if ok != "TRUE" and value in ok:
+                # The check casts the text too: name the cast once, so DuckDB computes it
+                # once a value instead of once in the check and again in the result.
+                cast = quote_identifier(f"{_CAST_COL}{i}")
+                casts.append(f"{value} AS {cast}")
+                ok, value = ok.replace(value, cast), cast
             selects.append(f"{value} AS {col}")
             if ok != "TRUE":
                 checks.append((name, ok, col))
@@ -913,7 +921,10 @@ class CsvSource(Source):
                 f" WHERE ({all_ok}) OR "
                 f"{udf}({quote_identifier(_FILE_COL)}, [{failing}], [{values}])"
             )
-        sql = f"SELECT {', '.join(selects)} FROM ({union}){where}"
+        source = f"({union})"
+        if casts:
+            source = f"(SELECT *, {', '.join(casts)} FROM {source})"
+        sql = f"SELECT {', '.join(selects)} FROM {source}{where}"
         try:
             relation = con.sql(sql)
         except duckdb.Error as exc:
