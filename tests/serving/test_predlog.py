@@ -534,3 +534,308 @@ def test_postgres_round_trip(postgres_store: Store) -> None:
         assert joined["ground_truth"].to_pylist() == ['"no"']
     finally:
         log.close()
+
+
+# ---- compaction ----------------------------------------------------------------------------
+def flush_in_batches(
+    log: PredictionLog, first: int, batches: int, size: int, start: datetime, **kwargs: Any
+) -> list[str]:
+    """``batches`` flushes of ``size`` records from ``start`` on, a second apart: a file each."""
+    ids = []
+    for b in range(batches):
+        records = [
+            rec(first + b * size + i, start + timedelta(seconds=b * size + i), **kwargs)
+            for i in range(size)
+        ]
+        log.append(records)
+        log.flush()
+        ids += [r.request_id for r in records]
+    return ids
+
+
+def files_per_partition(store: Store) -> dict[tuple[str, datetime], int]:
+    counts: dict[tuple[str, datetime], int] = {}
+    for f in file_rows(store):
+        counts[(f.deployment, f.hour)] = counts.get((f.deployment, f.hour), 0) + 1
+    return counts
+
+
+def by_time(table: pa.Table) -> pa.Table:
+    return table.sort_by([("ts", "ascending"), ("request_id", "ascending")])
+
+
+def test_compaction_rewrites_each_closed_hour_as_one_file(
+    store: Store, make_log: Callable[..., PredictionLog]
+) -> None:
+    with store.transaction() as s:
+        project = Project(name="shop")
+        s.add(project)
+    log = make_log(project_id=project.id)
+    hour0, hour1 = T0, T0 + timedelta(hours=1)
+    now = datetime.now(UTC)
+    flush_in_batches(log, 0, 20, 5, hour0)
+    flush_in_batches(log, 1000, 3, 4, hour0, deployment="fraud")
+    flush_in_batches(log, 2000, 3, 4, hour1)
+    # The current hour: records a little in the past, so the flushes land in this hour.
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    flush_in_batches(log, 3000, 2, 2, this_hour)
+    # Two records with the same ts: ordered by request id in the compacted file.
+    log.append([rec(98, hour0 + timedelta(minutes=30)), rec(99, hour0 + timedelta(minutes=30))])
+    log.flush()
+    assert files_per_partition(store) == {
+        ("churn", hour0): 21,
+        ("churn", hour1): 3,
+        ("churn", this_hour): 2,
+        ("fraud", hour0): 3,
+    }
+    churn_before = log.read_predictions("churn")
+    fraud_before = log.read_predictions("fraud")
+    window_before = log.read_predictions("churn", hour0 + timedelta(seconds=50), hour1)
+
+    # hour1 ends at T0 + 2 h: within the grace period at T0 + 2 h 1 min, so left alone.
+    stats = log.compact(before=T0 + timedelta(hours=2, minutes=1))
+    assert (stats.partitions, stats.files_replaced, stats.rows) == (2, 24, 114)
+    assert (stats.skipped, stats.failed) == (0, 0)
+    assert files_per_partition(store) == {
+        ("churn", hour0): 1,
+        ("churn", hour1): 3,
+        ("churn", this_hour): 2,
+        ("fraud", hour0): 1,
+    }
+    # Only the hour's deployment, when one is named; the current hour is never closed.
+    assert log.compact("fraud").partitions == 0
+    stats = log.compact()
+    assert (stats.partitions, stats.files_replaced, stats.rows) == (1, 3, 12)
+    assert files_per_partition(store)[("churn", this_hour)] == 2
+
+    churn_after = log.read_predictions("churn")
+    assert churn_after.schema == churn_before.schema  # same typed columns, same types
+    assert by_time(churn_after).equals(by_time(churn_before))
+    assert log.read_predictions("fraud").equals(fraud_before)
+    window_after = log.read_predictions("churn", hour0 + timedelta(seconds=50), hour1)
+    assert by_time(window_after).equals(by_time(window_before))
+    assert window_after.num_rows == 52
+
+    compacted = next(f for f in file_rows(store) if f.hour == hour0 and f.deployment == "churn")
+    assert compacted.project_id == project.id
+    assert (compacted.rows, compacted.min_ts) == (102, hour0)
+    assert compacted.max_ts == hour0 + timedelta(minutes=30)
+    data = store.artifacts.get_bytes(compacted.sha256)
+    assert compacted.size == len(data)
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    part = pq.read_table(pa.BufferReader(data))
+    ids = part["request_id"].to_pylist()
+    assert ids.index("r98") + 1 == ids.index("r99")  # ts, then request id
+    assert part["ts"].to_pylist() == sorted(part["ts"].to_pylist())
+
+    again = log.compact()
+    assert (again.partitions, again.files_replaced, again.skipped, again.failed) == (0, 0, 0, 0)
+
+
+def test_compaction_keeps_clashing_typed_columns_in_the_json(
+    store: Store, make_log: Callable[..., PredictionLog]
+) -> None:
+    log = make_log()
+    log.append([rec(1, T0, inputs={"x": 1, "n": 1, "k": "a"})])
+    log.flush()
+    log.append([rec(2, T0 + timedelta(minutes=1), inputs={"x": "one", "n": 2.5, "k": "b"})])
+    log.flush()
+    log.append([rec(3, T0 + timedelta(minutes=2), inputs={"k": "c", "new": True})])
+    log.flush()
+    before = log.read_predictions("churn")
+    assert log.compact().partitions == 1
+    assert len(file_rows(store)) == 1
+    after = log.read_predictions("churn")
+    assert after.equals(before)
+    assert "input.x" not in after.column_names  # int in one file, text in another
+    assert after["input.n"].to_pylist() == [1.0, 2.5, None]
+    assert after["input.k"].to_pylist() == ["a", "b", "c"]
+    assert after["input.new"].to_pylist() == [None, None, True]
+    assert [json.loads(v).get("x") for v in after["inputs"].to_pylist()] == [1, "one", None]
+
+
+def test_a_file_flushed_during_compaction_is_kept(
+    store: Store, make_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log()
+    ids = flush_in_batches(log, 0, 3, 2, T0)
+    late = make_log()
+    real_put = store.artifacts.put_bytes
+
+    flushed = threading.Event()
+
+    def put_then_flush_late(data: bytes) -> Any:
+        info = real_put(data)
+        if not flushed.is_set():  # once: another worker's late flush lands in the hour
+            flushed.set()
+            ids.extend(flush_in_batches(late, 100, 1, 2, T0 + timedelta(minutes=50)))
+        return info
+
+    monkeypatch.setattr(store.artifacts, "put_bytes", put_then_flush_late)
+    stats = log.compact()
+    assert (stats.partitions, stats.files_replaced) == (1, 3)
+    assert sorted(f.rows for f in file_rows(store)) == [2, 6]
+    assert log.read_predictions("churn")["request_id"].to_pylist() == ids
+    assert log.compact().files_replaced == 2
+    assert [f.rows for f in file_rows(store)] == [8]
+    assert log.read_predictions("churn")["request_id"].to_pylist() == ids
+
+
+def test_a_failed_partition_is_logged_and_the_others_compacted(
+    store: Store,
+    make_log: Callable[..., PredictionLog],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = make_log()
+    flush_in_batches(log, 0, 2, 2, T0)
+    flush_in_batches(log, 10, 2, 2, T0, deployment="fraud")
+    real_open = store.artifacts.open_verified
+    broken = file_rows(store)[0].sha256  # one of churn's files
+
+    def failing_open(sha256: str) -> Any:
+        if sha256 == broken:
+            raise OSError("object store unreachable")
+        return real_open(sha256)
+
+    monkeypatch.setattr(store.artifacts, "open_verified", failing_open)
+    stats = log.compact()
+    assert (stats.partitions, stats.failed) == (1, 1)
+    assert "Could not compact the prediction log of churn" in caplog.text
+    assert files_per_partition(store) == {("churn", T0): 2, ("fraud", T0): 1}
+
+
+def test_compaction_arguments_are_validated(make_log: Callable[..., PredictionLog]) -> None:
+    log = make_log()
+    with pytest.raises(InvalidInput, match=r"before .* must be a timezone-aware datetime"):
+        log.compact(before=datetime(2025, 1, 1))
+    with pytest.raises(InvalidInput, match=r"grace must be a timedelta of zero or more"):
+        log.compact(grace=timedelta(minutes=-1))
+    with pytest.raises(InvalidInput, match=r"deployment '' must be a non-empty string"):
+        log.compact("")
+    with pytest.raises(InvalidInput, match=r"interval must be a positive number"):
+        log.start_compaction(0)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest) -> Store:
+    name = "store" if request.param == "sqlite" else "postgres_store"
+    found: Store = request.getfixturevalue(name)
+    return found
+
+
+def test_two_processes_compacting_at_once_count_every_row_once(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two logs on two stores (as two server workers have) race on the same hours."""
+    other = Store(any_store.settings)
+    logs = [PredictionLog(s, flush_seconds=600) for s in (any_store, other)]
+    try:
+        ids = flush_in_batches(logs[0], 0, 5, 3, T0)
+        ids += flush_in_batches(logs[1], 100, 4, 3, T0 + timedelta(hours=1))
+        # Both write their file for an hour before either commits: one must give way.
+        barrier = threading.Barrier(2, timeout=30)
+        for s in (any_store, other):
+            real_put = s.artifacts.put_bytes
+
+            def put_together(data: bytes, real_put: Any = real_put) -> Any:
+                info = real_put(data)
+                barrier.wait()
+                return info
+
+            monkeypatch.setattr(s.artifacts, "put_bytes", put_together)
+        results: list[Any] = [None, None]
+
+        def compact(i: int) -> None:
+            results[i] = logs[i].compact()
+
+        threads = [threading.Thread(target=compact, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sum(r.partitions for r in results) == 2
+        assert sum(r.skipped for r in results) == 2
+        assert sum(r.failed for r in results) == 0
+        assert files_per_partition(any_store) == {
+            ("churn", T0): 1,
+            ("churn", T0 + timedelta(hours=1)): 1,
+        }
+        for log in logs:
+            assert log.read_predictions("churn")["request_id"].to_pylist() == ids
+
+        # Unsynchronised: whatever the interleaving, one file an hour and every row once.
+        monkeypatch.undo()
+        for h in range(2, 8):
+            ids += flush_in_batches(logs[h % 2], 100 * h, 4, 2, T0 + timedelta(hours=h))
+        threads = [threading.Thread(target=compact, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sum(r.partitions for r in results) == 6
+        assert sum(r.failed for r in results) == 0
+        assert set(files_per_partition(any_store).values()) == {1}
+        got = logs[1].read_predictions("churn")["request_id"].to_pylist()
+        assert got == ids
+    finally:
+        for log in logs:
+            log.close()
+        other.close()
+
+
+def test_background_compaction_survives_errors_and_stops_on_close(
+    store: Store,
+    make_log: Callable[..., PredictionLog],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = make_log()
+    flush_in_batches(log, 0, 3, 2, T0)
+    real = log._compact
+    calls = {"n": 0}
+
+    def flaky(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("database unreachable")
+        return real(*args)
+
+    monkeypatch.setattr(log, "_compact", flaky)
+    log.start_compaction(interval=0.05)
+    log.start_compaction(interval=0.05)  # idempotent: one thread
+    wait_for(lambda: len(file_rows(store)) == 1)
+    assert "Compacting the prediction log failed" in caplog.text
+    thread = log._compactor
+    assert thread is not None and thread.name == "modelworks-prediction-log-compaction"
+    log.close()
+    assert not thread.is_alive()
+    assert log.read_predictions("churn").num_rows == 6
+
+
+def test_the_server_lifespan_starts_compaction(make_log: Callable[..., PredictionLog]) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from modelworks.serving.mount import deployments_lifespan
+
+    log = make_log()
+
+    class Stub:
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+        async def aclose(self) -> None: ...
+
+    app = SimpleNamespace(
+        state=SimpleNamespace(deployment_manager=Stub(), model_host=Stub(), prediction_log=log)
+    )
+
+    async def run() -> None:
+        async with deployments_lifespan(None)(app):
+            assert log._compactor is not None and log._compactor.is_alive()
+
+    asyncio.run(run())
+    assert log._compactor is not None and not log._compactor.is_alive()

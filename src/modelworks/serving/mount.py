@@ -91,14 +91,16 @@ def install_deployments(app: FastAPI, store: Store, *, interval: float = 2.0) ->
 def deployments_lifespan(
     inner: Callable[[Any], contextlib.AbstractAsyncContextManager[None]] | None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
-    """Wrap a lifespan: start the deployment manager with the app, and on shutdown stop it,
-    finish in-flight predictions and flush the prediction log."""
+    """Wrap a lifespan: start the deployment manager and the prediction log's background
+    compaction with the app, and on shutdown stop them, finish in-flight predictions and
+    flush the prediction log."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         manager = getattr(app.state, "deployment_manager", None)
         if manager is not None:
             manager.start()
+            app.state.prediction_log.start_compaction()
         try:
             if inner is None:
                 yield

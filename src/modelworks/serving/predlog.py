@@ -22,6 +22,13 @@ a field whose values are nested, or whose types clash within a file, stays in th
 
 Ground truth arrives later, by request id (:meth:`PredictionLog.record_feedback`), and is
 joined back with :meth:`PredictionLog.read_with_feedback`.
+
+A busy deployment gets a file per flush, up to ~1,800 an hour. :meth:`PredictionLog.compact`
+rewrites each closed hour (ended more than a grace period ago) that has several files as
+one file, sorted by ``ts``, and swaps the rows in one transaction, so a reader sees either
+the old files or the new one. The server runs it in the background every ten minutes
+(:meth:`PredictionLog.start_compaction`). The replaced objects stay in the artifact store,
+unreferenced: the project has no artifact garbage collection yet.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import random
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,7 +51,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,6 +69,13 @@ MAX_REQUEST_ID = 200  # prediction_feedback.request_id
 MAX_TYPED_COLUMNS = 256  # more distinct keys than this is not a feature record: JSON only
 FEEDBACK_CHUNK = 1000  # request ids per IN (...) when fetching feedback
 MAX_RETRY_WAIT_S = 60.0
+# Late flushes (a retried write, a worker's last flush at shutdown) may still add files to
+# an hour for a while after it ends; compaction leaves an hour alone until then.
+COMPACTION_GRACE = timedelta(minutes=5)
+COMPACTION_INTERVAL_S = 600.0
+COMPACTION_FIRST_DELAY_S = 60.0  # at most; random, so workers started together spread out
+COMPACTED_ROW_GROUP = 128 * 1024  # rows: a few MB per column chunk, read in parallel
+DELETE_CHUNK = 1000  # file ids per DELETE ... IN (...)
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 BASE_SCHEMA = pa.schema(
@@ -93,6 +109,22 @@ class PredictionLogStats:
     pending: int  # queued or being written right now
     files: int  # Parquet files committed
     errors: int  # failed write attempts (their records were put back on the queue)
+
+
+@dataclass(frozen=True)
+class CompactionStats:
+    """What one :meth:`PredictionLog.compact` call did."""
+
+    partitions: int  # (deployment, hour) partitions rewritten as one file each
+    files_replaced: int  # the files they had before (their objects are now unreferenced)
+    rows: int  # rows in the rewritten partitions
+    skipped: int  # partitions compacted by someone else meanwhile: this work was discarded
+    failed: int  # partitions that could not be compacted (logged, left as they were)
+    seconds: float
+
+
+class _Superseded(Exception):
+    """Another compaction replaced some of a partition's files first."""
 
 
 class _Row(NamedTuple):
@@ -164,6 +196,8 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._compactor: threading.Thread | None = None
+        self._compact_lock = threading.Lock()  # one compaction at a time in this process
 
     # ---- the serving path --------------------------------------------------------------
     def append(self, records: Sequence[PredictionRecord]) -> None:
@@ -234,10 +268,14 @@ class PredictionLog:
         with self._lock:
             self._closed = True
             thread = self._thread
+            compactor = self._compactor
         self._stop.set()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        if compactor is not None and compactor is not threading.current_thread():
+            # It stops between partitions; one partition is at most an hour's predictions.
+            compactor.join(timeout=60)
         self._write_pending()
         _OPEN_LOGS.discard(self)
 
@@ -345,6 +383,181 @@ class PredictionLog:
         with self._store.transaction() as s:
             s.add_all(entries)
         return len(entries)
+
+    # ---- compaction --------------------------------------------------------------------
+    def compact(
+        self,
+        deployment: str | None = None,
+        *,
+        before: datetime | None = None,
+        grace: timedelta = COMPACTION_GRACE,
+    ) -> CompactionStats:
+        """Rewrite every closed hour that has more than one file as a single file.
+
+        An hour is closed when ``hour + 1 h + grace`` is not after ``before`` (default:
+        now). Its files are read, concatenated, sorted by ``ts`` then ``request_id`` and
+        written as one zstd Parquet file; one transaction then deletes the old rows and adds
+        the new one. If another process compacted some of those files first, the
+        transaction is rolled back and the hour skipped, so no row is counted twice. Runs
+        on the calling thread and needs no writer thread; a partition that fails is logged
+        and counted in ``failed``, the others go on.
+        """
+        if deployment is not None:
+            _check_name("deployment", deployment, MAX_DEPLOYMENT_NAME)
+        if before is None:
+            before = utcnow()
+        elif not isinstance(before, datetime) or before.tzinfo is None:
+            raise InvalidInput(
+                f"before {before!r} must be a timezone-aware datetime (e.g. with tzinfo=UTC)."
+            )
+        if not isinstance(grace, timedelta) or grace < timedelta(0):
+            raise InvalidInput(f"grace must be a timedelta of zero or more, not {grace!r}.")
+        return self._compact(deployment, before - timedelta(hours=1) - grace, None)
+
+    def start_compaction(self, interval: float = COMPACTION_INTERVAL_S) -> None:
+        """Compact closed hours on a background thread every ``interval`` seconds until
+        :meth:`close`. Errors are logged, never raised. Idempotent."""
+        if not interval > 0:
+            raise InvalidInput(f"interval must be a positive number of seconds, not {interval}.")
+        with self._lock:
+            if self._closed or self._compactor is not None:
+                return
+            self._compactor = threading.Thread(
+                target=self._compact_loop,
+                args=(float(interval),),
+                name="modelworks-prediction-log-compaction",
+                daemon=True,
+            )
+            self._compactor.start()
+
+    def _compact_loop(self, interval: float) -> None:
+        delay = random.uniform(0, min(interval, COMPACTION_FIRST_DELAY_S))
+        while not self._stop.wait(delay):
+            delay = interval
+            try:
+                cutoff = utcnow() - timedelta(hours=1) - COMPACTION_GRACE
+                stats = self._compact(None, cutoff, self._stop)
+            except Exception:
+                logger.exception(
+                    "Compacting the prediction log failed; retrying in %.0f s.", interval
+                )
+                continue
+            if stats.partitions or stats.failed:
+                logger.info(
+                    "Prediction log compacted: %d files into %d (%d rows) in %.1f s; "
+                    "%d hours failed, %d compacted elsewhere.",
+                    stats.files_replaced,
+                    stats.partitions,
+                    stats.rows,
+                    stats.seconds,
+                    stats.failed,
+                    stats.skipped,
+                )
+
+    def _compact(
+        self, deployment: str | None, last_hour: datetime, stop: threading.Event | None
+    ) -> CompactionStats:
+        """Compact the partitions of hours up to ``last_hour`` (until ``stop`` is set)."""
+        started = time.perf_counter()
+        f = PredictionLogFile
+        query = (
+            select(f.deployment, f.hour, f.project_id)
+            .where(f.hour <= last_hour)
+            .group_by(f.deployment, f.hour, f.project_id)
+            .having(func.count() > 1)
+            .order_by(f.deployment, f.hour)
+        )
+        if deployment is not None:
+            query = query.where(f.deployment == deployment)
+        partitions = files = rows = skipped = failed = 0
+        with self._compact_lock:
+            with self._store.read() as s:
+                found = list(s.execute(query))
+            for name, hour, project_id in found:
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    replaced, written = self._compact_partition(name, hour, project_id)
+                except _Superseded:
+                    skipped += 1
+                    continue
+                except Exception:
+                    failed += 1
+                    logger.exception(
+                        "Could not compact the prediction log of %s for %s; its files stay "
+                        "as they are.",
+                        name,
+                        hour.isoformat(),
+                    )
+                    continue
+                partitions += 1
+                files += replaced
+                rows += written
+        return CompactionStats(
+            partitions=partitions,
+            files_replaced=files,
+            rows=rows,
+            skipped=skipped,
+            failed=failed,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _compact_partition(
+        self, deployment: str, hour: datetime, project_id: str | None
+    ) -> tuple[int, int]:
+        """One (deployment, hour) rewritten as one file: (files replaced, rows)."""
+        f = PredictionLogFile
+        with self._store.read() as s:
+            files = list(
+                s.execute(
+                    select(f.id, f.sha256, f.rows)
+                    .where(
+                        f.deployment == deployment,
+                        f.hour == hour,
+                        f.project_id.is_not_distinct_from(project_id),
+                    )
+                    .order_by(f.min_ts, f.id)
+                )
+            )
+        if len(files) < 2:
+            raise _Superseded  # compacted since it was listed
+        tables = []
+        for _, sha, _ in files:
+            with self._store.artifacts.open_verified(sha) as fh:
+                tables.append(pq.read_table(fh))
+        table = _concat(tables).sort_by([("ts", "ascending"), ("request_id", "ascending")])
+        expected = sum(n for _, _, n in files)
+        if table.num_rows != expected:
+            raise ValueError(
+                f"The files hold {table.num_rows} rows but their records say {expected}."
+            )
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", row_group_size=COMPACTED_ROW_GROUP)
+        info = self._store.artifacts.put_bytes(sink.getvalue().to_pybytes())
+        ts = table["ts"]
+        entry = PredictionLogFile(
+            id=new_id(),
+            project_id=project_id,
+            deployment=deployment,
+            hour=hour,
+            sha256=info.sha256,
+            size=info.size,
+            rows=table.num_rows,
+            min_ts=ts[0].as_py(),
+            max_ts=ts[-1].as_py(),
+            created_at=utcnow(),
+        )
+        ids = [file_id for file_id, _, _ in files]
+        with self._store.transaction() as s:
+            deleted = 0
+            for chunk in _chunks(ids, DELETE_CHUNK):
+                result = s.execute(delete(f).where(f.id.in_(chunk)))
+                assert isinstance(result, CursorResult)
+                deleted += result.rowcount
+            if deleted != len(ids):
+                raise _Superseded  # rolls the deletes back
+            s.add(entry)
+        return len(ids), table.num_rows
 
     # ---- feedback ----------------------------------------------------------------------
     def record_feedback(
