@@ -318,6 +318,8 @@ def test_relative_path_accepted(given: str, expected: str) -> None:
         ("a/...", "dots and spaces"),
         ("a/ /b", "dots and spaces"),
         ("a\\ \\", "dots and spaces"),
+        ("./\r", "dots and spaces"),  # once accepted as "\r", which then failed as empty
+        ("a/\t. /b", "dots and spaces"),
     ],
 )
 def test_relative_path_rejected(bad: str, reason: str) -> None:

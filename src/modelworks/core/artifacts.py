@@ -309,7 +309,7 @@ def validate_relative_path(path: str) -> str:
 
     Backslashes become ``/``; empty and ``.`` segments are dropped. Rejected: an empty path,
     an absolute path or drive letter, NUL bytes, ``..`` and any other name made only of dots
-    and spaces (Windows trims trailing dots and spaces, so ``.. `` would act as ``..``). A
+    and white space (Windows trims trailing dots and spaces, so ``.. `` would act as ``..``). A
     logical path can therefore never point outside the run it belongs to, and the result
     is a fixed point: validating it again returns it unchanged.
     """
@@ -329,10 +329,10 @@ def validate_relative_path(path: str) -> str:
     for part in parts:
         if part == "..":
             raise InvalidInput(f"Artifact path {path!r} contains a '..' segment. {allowed}")
-        if not part.strip(" ."):
+        if not part.replace(".", "").strip():  # "...", " ", "\r", ". \t"
             raise InvalidInput(
-                f"Artifact path {path!r} has a name made only of dots and spaces ({part!r}). "
-                f"{allowed}"
+                f"Artifact path {path!r} has a name made only of dots and spaces (any white "
+                f"space counts) ({part!r}). {allowed}"
             )
     return "/".join(parts)
 
