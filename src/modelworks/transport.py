@@ -184,28 +184,38 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # ---- embedded ------------------------------------------------------------------------------
-class EmbeddedTracking:
-    """TrackingService with the principal bound: every call runs in this process.
+def protocol_methods(protocol: type) -> frozenset[str]:
+    """The public method names a backend protocol declares."""
+    return frozenset(n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_"))
 
-    Each method of the :class:`TrackingBackend` protocol is the service's method with the
-    principal filled in, so the embedded side cannot drift from the service's signatures.
+
+class PrincipalBound:
+    """A service with the principal bound: every call runs in this process.
+
+    Each method named in ``methods`` (a backend protocol's, see :func:`protocol_methods`) is
+    the service's method with ``principal`` filled in, so the embedded side cannot drift from
+    the service's signatures. Subclasses set ``methods`` and provide ``service``.
     """
 
-    def __init__(self, service: TrackingService, principal: Principal) -> None:
-        self.service = service
-        self.principal = principal
+    methods: frozenset[str] = frozenset()
+    principal: Principal
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in _BACKEND_METHODS:
+        if name.startswith("_") or name not in type(self).methods:
             raise AttributeError(name)
         bound = functools.partial(getattr(self.service, name), self.principal)
         setattr(self, name, bound)  # resolve once per name
         return bound
 
 
-_BACKEND_METHODS = frozenset(
-    n for n, v in vars(TrackingBackend).items() if callable(v) and not n.startswith("_")
-)
+class EmbeddedTracking(PrincipalBound):
+    """TrackingService with the principal bound (see :class:`PrincipalBound`)."""
+
+    methods = protocol_methods(TrackingBackend)
+
+    def __init__(self, service: TrackingService, principal: Principal) -> None:
+        self.service = service
+        self.principal = principal
 
 
 def embedded_tracking(store: Store, principal: Principal | None = None) -> TrackingBackend:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import builtins
-import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -16,7 +15,7 @@ from pydantic import TypeAdapter
 
 from modelworks.core.errors import InvalidInput
 from modelworks.serving.schemas import DeploymentOut, DeploymentTokenOut
-from modelworks.transport import API, HttpClient, _seg
+from modelworks.transport import API, HttpClient, PrincipalBound, _seg, protocol_methods
 
 if TYPE_CHECKING:
     from modelworks.client import Workspace
@@ -64,24 +63,14 @@ class DeploymentsBackend(Protocol):
     def revoke_token(self, project: str, name: str, token_id: str) -> None: ...
 
 
-_METHODS = frozenset(
-    n for n, v in vars(DeploymentsBackend).items() if callable(v) and not n.startswith("_")
-)
+class EmbeddedDeployments(PrincipalBound):
+    methods = protocol_methods(DeploymentsBackend)
 
-
-class EmbeddedDeployments:
     def __init__(self, store: Store, principal: Principal) -> None:
         from modelworks.serving.service import DeploymentService
 
         self.service = DeploymentService(store)
         self.principal = principal
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in _METHODS:
-            raise AttributeError(name)
-        bound = functools.partial(getattr(self.service, name), self.principal)
-        setattr(self, name, bound)
-        return bound
 
 
 def embedded_deployments(store: Store, principal: Principal | None = None) -> DeploymentsBackend:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from modelworks.core.schemas import Page
 from modelworks.training.jobs.schemas import JobLogs, JobOut, Resources, resources_of
-from modelworks.transport import API, HttpClient, _seg
+from modelworks.transport import API, HttpClient, PrincipalBound, _seg, protocol_methods
 
 if TYPE_CHECKING:
     from modelworks.core.auth import Principal
@@ -58,13 +58,10 @@ class JobsBackend(Protocol):
     def logs(self, job_id: str, offset: int = 0, limit: int = 1024 * 1024) -> JobLogs: ...
 
 
-_METHODS = frozenset(
-    n for n, v in vars(JobsBackend).items() if callable(v) and not n.startswith("_")
-)
-
-
-class EmbeddedJobs:
+class EmbeddedJobs(PrincipalBound):
     """JobService with the principal bound; submitting starts a detached local runner."""
+
+    methods = protocol_methods(JobsBackend)
 
     def __init__(self, store: Store, principal: Principal) -> None:
         self.store = store
@@ -75,13 +72,6 @@ class EmbeddedJobs:
         from modelworks.training.jobs.service import JobService
 
         return JobService(self.store, autostart_runner=True)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in _METHODS:
-            raise AttributeError(name)
-        bound = functools.partial(getattr(self.service, name), self.principal)
-        setattr(self, name, bound)
-        return bound
 
 
 def embedded_jobs(store: Store, principal: Principal | None = None) -> JobsBackend:
