@@ -97,26 +97,12 @@ def temporary_postgres_database(prefix: str = "mw_test") -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` with a real uvicorn on 127.0.0.1 in a background thread; yields its URL."""
-    import threading
+    """Serve ``app`` with a real uvicorn on 127.0.0.1 in a background thread; yields its URL
+    (the app's lifespan is the test's to drive)."""
+    from modelworks.server.background import running_app
 
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="modelworks-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start within 30 s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running_app(app, lifespan="off") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

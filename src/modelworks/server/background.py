@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from modelworks.core.errors import ServiceUnavailable
 
@@ -25,17 +25,24 @@ def _free_port(host: str) -> int:
 
 
 @contextlib.contextmanager
-def running_app(app: Any, *, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
-    """Serve ``app`` (its lifespan included) for the ``with`` block; yields its base URL.
+def running_app(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    lifespan: Literal["on", "off"] = "on",
+) -> Iterator[str]:
+    """Serve ``app`` for the ``with`` block; yields its base URL.
 
     On leaving the block the server shuts down gracefully: in-flight requests finish and
     the app's lifespan runs its shutdown (the deployment manager drains, say).
+    ``lifespan="off"`` skips the app's startup and shutdown (tests drive them).
     """
     import uvicorn
 
     port = _free_port(host)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, name="modelworks-local-server", daemon=True)
     thread.start()
