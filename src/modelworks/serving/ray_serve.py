@@ -253,21 +253,12 @@ def _spec_for(
     project: str,
     trust: bool,
 ) -> ServeSpec:
-    from modelworks.serving.serve_cli import resolve_target
+    from modelworks.serving.serve_cli import serve_spec
 
     if isinstance(spec_or_target, ServeSpec):
         spec = spec_or_target
     else:
-        pkg, default_name, version, version_id = resolve_target(
-            os.fspath(spec_or_target), project=project, trust=trust
-        )
-        spec = ServeSpec(
-            package_dir=str(pkg.path),
-            name=default_name,
-            version=version,
-            version_id=version_id,
-            trust=trust,
-        )
+        _, spec = serve_spec(os.fspath(spec_or_target), project=project, trust=trust)
     updates: dict[str, Any] = {}
     if name is not None:
         updates["name"] = name

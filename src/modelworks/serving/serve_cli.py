@@ -45,6 +45,7 @@ __all__ = [
     "create_app_from_env",
     "resolve_target",
     "serve",
+    "serve_spec",
 ]
 
 RAY_PANEL = "On a Ray cluster (Ray Serve)"
@@ -153,6 +154,48 @@ def resolve_deployment(
         config=config,
         trust=trust,
         token_hashes=sorted(hashes),
+    )
+    return pkg, spec
+
+
+def serve_spec(
+    target: str,
+    *,
+    name: str | None = None,
+    config: DeploymentConfig | None = None,
+    project: str = "default",
+    trust: bool = False,
+    use_onnx: bool | None = None,
+    threads: int = 1,
+) -> tuple[ModelPackage, ServeSpec]:
+    """The package and the :class:`ServeSpec` for ``target``: a deployment's name (its
+    version, config and tokens), a package folder or a registered version (served as
+    ``name`` with ``config``)."""
+    from modelworks.core.errors import InvalidInput
+
+    if _is_deployment_name(target):
+        if name:
+            raise InvalidInput(
+                f"{target!r} is a deployment, served under its own name; leave out --name."
+            )
+        pkg, spec = resolve_deployment(target, project=project, trust=trust)
+        return pkg, spec.model_copy(update={"use_onnx": use_onnx, "threads": threads})
+    pkg, default_name, version, version_id = resolve_target(target, project=project, trust=trust)
+    deployment = _deployment_name(name) if name else default_name
+    if name and deployment != name:
+        raise InvalidInput(
+            f"--name {name!r} is not a valid deployment name; use letters, digits, '_', "
+            f"'-' and '.', e.g. {deployment!r}."
+        )
+    spec = ServeSpec(
+        package_dir=str(pkg.path),
+        name=deployment,
+        version=version,
+        version_id=version_id,
+        config=config or DeploymentConfig(),
+        use_onnx=use_onnx,
+        trust=trust,
+        threads=threads,
     )
     return pkg, spec
 
@@ -405,7 +448,6 @@ def serve(
     import uvicorn
 
     from modelworks.cli.output import err_console
-    from modelworks.core.errors import InvalidInput
 
     on_ray = ray or ray_address is not None
     given: dict[str, Any] = {
@@ -426,33 +468,10 @@ def serve(
         max_request_bytes=max_request_bytes,
         rate_limit_per_s=rate_limit,
     )
-    if _is_deployment_name(target):
-        if name:
-            raise InvalidInput(
-                f"{target!r} is a deployment, served under its own name; leave out --name."
-            )
-        pkg, spec = resolve_deployment(target, project=project, trust=trust)
-        spec = spec.model_copy(update={"use_onnx": onnx, "threads": threads})
-    else:
-        pkg, default_name, version, version_id = resolve_target(
-            target, project=project, trust=trust
-        )
-        deployment = _deployment_name(name) if name else default_name
-        if name and deployment != name:
-            raise InvalidInput(
-                f"--name {name!r} is not a valid deployment name; use letters, digits, '_', "
-                f"'-' and '.', e.g. {deployment!r}."
-            )
-        spec = ServeSpec(
-            package_dir=str(pkg.path),
-            name=deployment,
-            version=version,
-            version_id=version_id,
-            config=config,
-            use_onnx=onnx,
-            trust=trust,
-            threads=threads,
-        )
+    pkg, spec = serve_spec(
+        target, name=name, config=config, project=project, trust=trust, use_onnx=onnx,
+        threads=threads,
+    )  # fmt: skip
     version, deployment = spec.version, spec.name
     if on_ray:
         from modelworks.serving.ray_serve import serve_on_ray
