@@ -29,11 +29,27 @@ def register_trusted_types(*types: type | str) -> None:
         _TRUSTED.add(t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}")
 
 
-def trusted_types() -> frozenset[str]:
-    """Every type name registered: the project's own and those registered so far."""
+def _import_project_types() -> None:
     global _imported
     if not _imported:
         for module in _PROJECT_MODULES:
             importlib.import_module(module)
         _imported = True
+
+
+def is_trusted(name: str) -> bool:
+    """Whether the type ``name`` is trusted; the project's modules are imported only when a
+    ``modelworks.`` type is asked about (importing AutoML costs seconds, and a package of
+    plain scikit-learn types never needs it)."""
+    if name in _TRUSTED:
+        return True
+    if name.startswith("modelworks.") and not _imported:
+        _import_project_types()
+        return name in _TRUSTED
+    return False
+
+
+def trusted_types() -> frozenset[str]:
+    """Every type name registered: the project's own and those registered so far."""
+    _import_project_types()
     return frozenset(_TRUSTED)

@@ -24,7 +24,7 @@ import numpy as np
 from modelworks.core.errors import InvalidInput
 from modelworks.training.flavors.base import Flavor, Task, class_list
 from modelworks.training.flavors.errors import UntrustedModel
-from modelworks.training.trusted import trusted_types
+from modelworks.training.trusted import is_trusted
 
 __all__ = ["SklearnFlavor", "allowed_type", "untrusted_types"]
 
@@ -86,7 +86,7 @@ def allowed_type(name: str) -> bool:
     crash ``predict``; without it no tree model would load, and a package's bytes are
     checked against its checksums before skops reads them.
     """
-    if name in _ALLOWED_NAMES or name in trusted_types():
+    if name in _ALLOWED_NAMES or is_trusted(name):
         return True
     if name.split(".", 1)[0] not in _SAFE_ROOTS:
         return False  # never import a module a file names, unless it is one of ours
