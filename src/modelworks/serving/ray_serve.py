@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from modelworks.core.errors import InvalidInput, ServiceUnavailable
 from modelworks.serving.host import DEPLOYMENT_NAME, DeploymentConfig
-from modelworks.serving.serve_cli import ServeSpec
+from modelworks.serving.serve_cli import RAY_DEFAULTS, ServeSpec
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -60,12 +60,12 @@ MAX_SHIPPED_BYTES = 256 << 20
 # ---- configuration ------------------------------------------------------------------------
 def autoscaling_config(
     *,
-    min_replicas: int = 1,
-    max_replicas: int = 4,
-    target_ongoing_requests: float = 2.0,
-    upscale_delay_s: float = 30.0,
-    downscale_delay_s: float = 600.0,
-    look_back_period_s: float = 30.0,
+    min_replicas: int = RAY_DEFAULTS["min_replicas"],
+    max_replicas: int = RAY_DEFAULTS["max_replicas"],
+    target_ongoing_requests: float = RAY_DEFAULTS["target_ongoing_requests"],
+    upscale_delay_s: float = RAY_DEFAULTS["upscale_delay"],
+    downscale_delay_s: float = RAY_DEFAULTS["downscale_delay"],
+    look_back_period_s: float = RAY_DEFAULTS["look_back_period"],
     metrics_interval_s: float | None = None,
 ) -> dict[str, Any]:
     """Serve's ``autoscaling_config`` for these knobs, checked (``InvalidInput`` naming the
@@ -306,16 +306,16 @@ def deploy_on_ray(
     address: str | None = None,
     name: str | None = None,
     config: DeploymentConfig | None = None,
-    route_prefix: str = "/",
-    min_replicas: int = 1,
-    max_replicas: int = 4,
-    target_ongoing_requests: float = 2.0,
-    upscale_delay_s: float = 30.0,
-    downscale_delay_s: float = 600.0,
-    look_back_period_s: float = 30.0,
+    route_prefix: str = RAY_DEFAULTS["route_prefix"],
+    min_replicas: int = RAY_DEFAULTS["min_replicas"],
+    max_replicas: int = RAY_DEFAULTS["max_replicas"],
+    target_ongoing_requests: float = RAY_DEFAULTS["target_ongoing_requests"],
+    upscale_delay_s: float = RAY_DEFAULTS["upscale_delay"],
+    downscale_delay_s: float = RAY_DEFAULTS["downscale_delay"],
+    look_back_period_s: float = RAY_DEFAULTS["look_back_period"],
     metrics_interval_s: float | None = None,
     max_ongoing_requests: int | None = None,
-    replica_cpus: float = 1.0,
+    replica_cpus: float = RAY_DEFAULTS["replica_cpus"],
     http_host: str = "127.0.0.1",
     http_port: int = 8000,
     ship_package: bool = True,

@@ -56,6 +56,7 @@ RAY_DEFAULTS: dict[str, Any] = {
     "target_ongoing_requests": 2.0,
     "upscale_delay": 30.0,
     "downscale_delay": 600.0,
+    "look_back_period": 30.0,
     "replica_cpus": 1.0,
     "route_prefix": "/",
     "detach": False,
