@@ -67,7 +67,12 @@ def train(seed: int) -> tuple[Any, Any]:
     return HistGradientBoostingClassifier(random_state=seed).fit(frame, y), frame
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 120.0,
+    headers: dict[str, str] | None = None,
+) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -75,7 +80,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode} before answering {url}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -198,20 +203,9 @@ def prediction_log_overhead(
     )  # fmt: skip
     p50: dict[str, list[float]] = {"logged": [], "unlogged": []}
     try:
-        import httpx
-
         for name, token in tokens.items():
-            url = f"http://127.0.0.1:{port}/v2/models/{name}/ready"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(url, headers={"Authorization": f"Bearer {token}"}).is_success:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"modelworks server did not serve {name}")
-                time.sleep(0.25)
+            wait_ready(f"http://127.0.0.1:{port}/v2/models/{name}/ready", proc,
+                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         for _ in range(2):
             for name, token in tokens.items():
                 url = f"http://127.0.0.1:{port}/deployments/{name}/predict"
