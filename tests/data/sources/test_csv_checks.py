@@ -4,10 +4,12 @@ DOUBLE columns DuckDB's reader parses itself against TRY_CAST."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,7 +17,15 @@ from modelworks.core.config import Settings
 from modelworks.core.errors import InvalidInput
 from modelworks.data import storage
 from modelworks.data.sources.base import ScanContext
-from modelworks.data.sources.files import CsvSource, Formats, candidate_test, strict_cast
+from modelworks.data.sources.files import (
+    CANDIDATES,
+    CsvSource,
+    Formats,
+    candidate_test,
+    choose_type,
+    infer_sampled_types,
+    strict_cast,
+)
 
 TRICKY = [
     "0", "5", "-5", "+5", " 5", "5 ", " 5 ", "\t7", "7\n", "007", "-0", "+0", "3.5", "3.0",
@@ -198,3 +208,72 @@ def test_rejects_of_several_values_a_row_still_say_at_least(tmp_path: Path) -> N
             scan.close()
     finally:
         con.close()
+
+
+def _brute_force_types(
+    con: duckdb.DuckDBPyConnection, table: str, columns: list[str]
+) -> dict[str, str]:
+    """Every candidate counted on every sampled value: what the pruned inference must match."""
+    out: dict[str, str] = {}
+    for col in columns:
+        v = f'"{col}"'
+        tests = ", ".join(
+            f"count_if({v} IS NOT NULL AND {candidate_test(v, t, Formats())})" for t in CANDIDATES
+        )
+        row = con.sql(f"SELECT count({v}), {tests} FROM {table}").fetchall()[0]
+        out[col] = choose_type(
+            int(row[0]), dict(zip(CANDIDATES, (int(c or 0) for c in row[1:]), strict=True))
+        )
+    return out
+
+
+def test_inference_that_prunes_on_a_prefix_picks_what_counting_everything_picks() -> None:
+    """Candidates are dropped when a prefix of the sample already fails them too often; the
+    types must be the ones that counting every candidate on every value gives, including
+    columns whose strays sit at the start, at the end, or make up just under or just over
+    the share a type tolerates."""
+    rows = 3000
+    rng = random.Random(7)
+
+    def column(make: Callable[[int], str | None]) -> list[str | None]:
+        return [make(i) for i in range(rows)]
+
+    def strays(share: float, at: str, good: Callable[[int], str]) -> list[str | None]:
+        bad = int(rows * share)
+        where = {"start": range(bad), "end": range(rows - bad, rows)}.get(at)
+        chosen = set(where) if where is not None else set(rng.sample(range(rows), bad))
+        return [("n/a" if i in chosen else good(i)) for i in range(rows)]
+
+    def stamp(i: int) -> str:
+        return f"2024-01-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00"
+
+    data = {
+        "ints": column(str),
+        "floats": column(lambda i: f"{i / 7:.3f}"),
+        "bools": column(lambda i: "true" if i % 3 else "false"),
+        "dates": column(lambda i: f"2024-02-{1 + i % 28:02d}"),
+        "stamps": column(stamp),
+        "zoned": column(lambda i: stamp(i) + "+02:00"),
+        "times": column(lambda i: f"{i % 24:02d}:{i % 60:02d}"),
+        "text": column(lambda i: f"city_{i}"),
+        "mostly_null": column(lambda i: str(i) if i % 50 == 0 else None),
+        "null_then_text": column(lambda i: None if i < 2500 else f"x{i}"),
+        "ints_4pct_strays_at_start": strays(0.04, "start", str),
+        "ints_6pct_strays_at_start": strays(0.06, "start", str),
+        "ints_6pct_strays_at_end": strays(0.06, "end", str),
+        "dates_5pct_strays_spread": strays(0.05, "spread", lambda i: f"2024-03-{1 + i % 28:02d}"),
+        "ints_then_floats": column(lambda i: str(i) if i < 2900 else f"{i}.5"),
+        "floats_then_dates": column(lambda i: f"{i}.25" if i < 2000 else "2024-01-05"),
+    }
+    con = duckdb.connect()
+    table = pa.table({k: pa.array(v, pa.string()) for k, v in data.items()})
+    con.register("arrow_sample", table)
+    con.execute("CREATE TABLE sample AS SELECT * FROM arrow_sample")
+    columns = list(data)
+    pruned = infer_sampled_types(con, "sample", columns, Formats())
+    assert pruned == _brute_force_types(con, "sample", columns)
+    # and the types are the ones a person would pick
+    assert pruned["ints"] == "BIGINT" and pruned["text"] == "VARCHAR"
+    assert pruned["ints_4pct_strays_at_start"] == "BIGINT"
+    assert pruned["ints_6pct_strays_at_start"] == "VARCHAR"
+    assert pruned["zoned"] == "TIMESTAMPTZ" and pruned["times"] == "TIME"

@@ -29,6 +29,7 @@ import contextlib
 import csv
 import glob as globlib
 import io
+import math
 import os
 import re
 import threading
@@ -401,63 +402,94 @@ def choose_type(count: int, ok: dict[str, int]) -> str:
 def infer_types(
     con: duckdb.DuckDBPyConnection, sample_sql: str, columns: Sequence[str], formats: Formats
 ) -> dict[str, str]:
-    """Types for text ``columns`` of the rows ``sample_sql`` selects.
-
-    The sample is read once into a temporary table. The cheap candidates (BOOLEAN, BIGINT,
-    DOUBLE) are counted first; a column all of whose values are one of them has its type
-    then, since :func:`choose_type` takes the first candidate every value has. Only the
-    other columns pay for the date and time tests, which are the slow ones."""
+    """Types for text ``columns`` of the rows ``sample_sql`` selects."""
     if not columns:
         return {}
+    with sample_table(con, sample_sql) as table:
+        return infer_sampled_types(con, table, columns, formats)
+
+
+@contextlib.contextmanager
+def sample_table(con: duckdb.DuckDBPyConnection, sample_sql: str) -> Iterator[str]:
+    """The rows of ``sample_sql`` read once into a temporary table (its quoted name)."""
     table = quote_identifier(f"mw_sample_{uuid.uuid4().hex[:12]}")
     con.execute(f"CREATE TEMP TABLE {table} AS {sample_sql}")
     try:
-        cheap, dear = CANDIDATES[:3], CANDIDATES[3:]
-        counts = _candidate_counts(con, table, columns, cheap, formats)
-        out: dict[str, str] = {}
-        pending: list[str] = []
-        for col in columns:
-            total, ok = counts[col]
-            first = next((t for t in cheap if total and ok[t] == total), None)
-            if not total or first is not None:
-                out[col] = first or "VARCHAR"
-            else:
-                pending.append(col)
-        rest = _candidate_counts(con, table, pending, dear, formats) if pending else {}
-        for col in pending:
-            total, ok = counts[col]
-            out[col] = choose_type(total, ok | rest[col][1])
-        return {col: out[col] for col in columns}
+        yield table
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
+def infer_sampled_types(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], formats: Formats
+) -> dict[str, str]:
+    """Types for text ``columns`` of the sample in ``table``.
+
+    Every candidate test is first run on a prefix of the sample. A candidate that fails
+    there on more than ``STRAY_SHARE`` of the column's sampled values fails on the whole
+    sample too, so :func:`choose_type` could not pick it: only the candidates left are
+    counted on every sampled row. On typical data that leaves one or two per column (none
+    for text), which makes the slow date and time tests nearly free."""
+    if not columns:
+        return {}
+    counted = first_row(
+        con,
+        f"SELECT count(*), {', '.join(f'count({quote_identifier(c)})' for c in columns)} "
+        f"FROM {table}",
+    )
+    assert counted is not None  # an aggregate without GROUP BY returns one row
+    rows = int(counted[0])
+    totals = dict(zip(columns, (int(n) for n in counted[1:]), strict=True))
+    pending = {col: list(CANDIDATES) for col in columns if totals[col]}
+    # Long enough that a column none of whose values is a candidate fails it more often
+    # than STRAY_SHARE of the whole sample allows (unless most of the column is NULL).
+    prefix = 2 * math.ceil(STRAY_SHARE * rows) + 64
+    if pending and prefix < rows:
+        seen = _candidate_counts(con, f"(SELECT * FROM {table} LIMIT {prefix})", pending, formats)
+        pending = {
+            col: [
+                t for t in candidates if seen[col][0] - seen[col][1][t] <= STRAY_SHARE * totals[col]
+            ]
+            for col, candidates in pending.items()
+        }
+    counts = _candidate_counts(con, table, {c: ts for c, ts in pending.items() if ts}, formats)
+    out: dict[str, str] = {}
+    for col in columns:
+        ok = dict.fromkeys(CANDIDATES, 0)
+        if col in counts:
+            ok.update(counts[col][1])
+        out[col] = choose_type(totals[col], ok)
+    return out
+
+
 def _candidate_counts(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    columns: Sequence[str],
-    candidates: Sequence[str],
+    candidates: dict[str, list[str]],
     formats: Formats,
 ) -> dict[str, tuple[int, dict[str, int]]]:
-    """For each column: its count of values and how many of them read as each candidate
-    (one aggregate query)."""
+    """For each column: its count of values and how many of them read as each of its
+    candidates (one aggregate query)."""
+    if not candidates:
+        return {}
     exprs: list[str] = []
-    for i, col in enumerate(columns):
+    for i, (col, types) in enumerate(candidates.items()):
         v = quote_identifier(col)
         exprs.append(f"count({v}) AS n{i}")
         exprs += [
             f"count_if({v} IS NOT NULL AND {candidate_test(v, t, formats)}) AS c{i}_{j}"
-            for j, t in enumerate(candidates)
+            for j, t in enumerate(types)
         ]
     row = first_row(con, f"SELECT {', '.join(exprs)} FROM {table}")
     assert row is not None  # an aggregate without GROUP BY returns one row
-    width = 1 + len(candidates)
     out: dict[str, tuple[int, dict[str, int]]] = {}
-    for i, col in enumerate(columns):
+    at = 0
+    for col, types in candidates.items():
         # count_if over no rows (every sampled row was bad) is NULL, not 0.
-        counts = [int(c or 0) for c in row[i * width : (i + 1) * width]]
-        out[col] = (counts[0], dict(zip(candidates, counts[1:], strict=True)))
+        counts = [int(c or 0) for c in row[at : at + 1 + len(types)]]
+        at += 1 + len(types)
+        out[col] = (counts[0], dict(zip(types, counts[1:], strict=True)))
     return out
 
 
