@@ -353,3 +353,74 @@ def test_a_frames_unnamed_index_is_not_ingested_but_a_named_one_is(store: Store)
     assert [c.name for c in svc.get_version(me, "default", "split@1").columns] == ["id", "x"]
     svc.ingest(me, "default", "indexed", FrameSource.of(frame.set_index("id")))
     assert [c.name for c in svc.get_version(me, "default", "indexed@1").columns] == ["x", "id"]
+
+
+def float_batch(start: int, rows: int, *, nan: bool) -> pa.Table:
+    """Float columns with NaN, infinities and nulls (``nan=False``: only nulls), by odd names."""
+    x = [float(i) / 3 for i in range(start, start + rows)]
+    if nan:
+        x[1], x[2], x[3] = float("nan"), float("inf"), float("-inf")
+    mask = [i % 10 == 9 for i in range(rows)]
+    return pa.table(
+        {
+            "id": list(range(start, start + rows)),
+            "x": pa.array(x, mask=mask),
+            'odd "name". y': pa.array(
+                [float("nan") if nan and i % 4 == 0 else i / 7 for i in range(rows)],
+                pa.float32(),
+            ),
+            "all nan": pa.array([float("nan")] * rows, mask=mask),
+            "label": [f"c{i % 3}" for i in range(rows)],
+        }
+    )
+
+
+def test_the_ingest_profile_uses_the_writers_nan_counts_and_equals_a_profile_by_reading(
+    svc: DataService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelworks.data import profile as profile_module
+
+    given: list[dict[str, dict[str, storage.FloatCounts]]] = []
+    original = profile_module.profile_paths
+
+    def spy(con: duckdb.DuckDBPyConnection, paths: Any, **kwargs: Any) -> Any:
+        given.append(dict(kwargs.get("float_counts") or {}))
+        return original(con, paths, **kwargs)
+
+    monkeypatch.setattr(profile_module, "profile_paths", spy)
+    p = local_principal()
+    v1 = svc.ingest(p, P, "floats", FrameSource.of(float_batch(0, 40, nan=True))).version
+    # Appended: the previous part has no counts (it is read), the new one has.
+    v2 = svc.ingest(
+        p, P, "floats", FrameSource.of(float_batch(40, 30, nan=False)), mode="append"
+    ).version
+    assert v1 is not None and v2 is not None
+    assert [list(counts.values()) for counts in given] == [
+        [
+            {
+                "x": storage.FloatCounts(values=36, nans=1),
+                'odd "name". y': storage.FloatCounts(values=40, nans=10),
+                "all nan": storage.FloatCounts(values=36, nans=36),
+            }
+        ],
+        [
+            {
+                "x": storage.FloatCounts(values=27, nans=0),
+                'odd "name". y': storage.FloatCounts(values=30, nans=0),
+                "all nan": storage.FloatCounts(values=27, nans=27),
+            }
+        ],
+    ]
+    for version in (v1, v2):
+        _, paths = svc.read_paths(p, P, version.ref)
+        con = duckdb.connect()
+        try:
+            read = original(con, paths)
+        finally:
+            con.close()
+        assert version.profile is not None
+        assert version.profile.model_dump_json(exclude={"seconds"}) == read.model_dump_json(
+            exclude={"seconds"}
+        )
+    assert v1.profile is not None and v1.profile.column("x").max is None  # NaN
+    assert v2.profile is not None and v2.profile.column("x").min is None  # -inf from v1

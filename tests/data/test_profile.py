@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -493,3 +494,120 @@ def test_extremes_of_several_parts_with_nan_in_one(
     assert sum(x.histogram.counts) == 4  # the finite values
     s = profile.column("s")
     assert (s.min, s.max, s.count) == ("a", "d", 4)
+
+
+ODD = 'odd "name". y'  # quotes, a dot and a space: RETURN_STATS keys columns by quoted name
+
+
+def float_part(seed: int, *, nan: int, inf: int, nulls: int, rows: int = 500) -> pa.Table:
+    """A part with float columns holding ``nan`` NaN, ``inf`` of each infinity and ``nulls``."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-5, 5, rows)
+    x[:nan] = np.nan
+    x[nan : nan + inf] = np.inf
+    x[nan + inf : nan + 2 * inf] = -np.inf
+    missing = np.zeros(rows, dtype=bool)
+    missing[rows - nulls :] = True
+    odd = rng.uniform(0, 1, rows).astype(np.float32)
+    odd[1 : 1 + nan] = np.nan
+    all_nan = np.full(rows, np.nan)
+    return pa.table(
+        {
+            "id": np.arange(rows) + seed * rows,
+            "x": pa.array(x, mask=missing),
+            "clean": pa.array(rng.normal(0, 1, rows), mask=missing),
+            ODD: pa.array(odd, mask=missing),
+            "all nan": pa.array(all_nan, mask=missing),
+            "nothing": pa.nulls(rows, pa.float64()),
+            "label": [f"c{i % 3}" for i in range(rows)],
+        }
+    )
+
+
+def write_part(con: duckdb.DuckDBPyConnection, table: pa.Table, out: Path) -> storage.WrittenParts:
+    return storage.write_parts(con, con.from_arrow(table), out, part_bytes=1 << 28)
+
+
+def test_the_writer_counts_each_float_columns_nan(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    parts = write_part(con, float_part(1, nan=7, inf=3, nulls=5), tmp_path / "a")
+    assert len(parts) == 1
+    counts = parts.float_counts[str(parts[0])]
+    assert counts == {
+        "x": storage.FloatCounts(values=495, nans=7),
+        "clean": storage.FloatCounts(values=495, nans=0),
+        ODD: storage.FloatCounts(values=495, nans=7),
+        "all nan": storage.FloatCounts(values=495, nans=495),
+        "nothing": storage.FloatCounts(values=0, nans=0),
+    }
+
+
+@pytest.mark.parametrize(
+    ("part_queries", "counted"),
+    [(64, "every part"), (64, "the last part"), (1, "every part")],
+    ids=["each part asked", "older parts without counts", "parts asked as one"],
+)
+def test_known_nan_counts_give_the_same_profile(
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    part_queries: int,
+    counted: str,
+) -> None:
+    # Above _BOUNDS_PART_QUERIES parts, min and max come from one query over all of them,
+    # with the parts' counts summed.
+    monkeypatch.setattr(profile_module, "_BOUNDS_PART_QUERIES", part_queries)
+    tables = [
+        float_part(1, nan=7, inf=3, nulls=5),
+        float_part(2, nan=0, inf=0, nulls=0),
+        float_part(3, nan=0, inf=2, nulls=9),
+    ]
+    written = [write_part(con, t, tmp_path / f"v{i}") for i, t in enumerate(tables)]
+    paths = [str(w[0]) for w in written]
+    counts = {p: c for w in written for p, c in w.float_counts.items()}
+    if counted == "the last part":  # as on append: the previous parts' counts are not known
+        counts = {paths[-1]: counts[paths[-1]]}
+    for chosen in (paths, paths[:1], paths[1:]):
+        known = profile_paths(con, chosen, float_counts=counts)
+        read = profile_paths(con, chosen)
+        assert known.model_dump_json(exclude={"seconds"}) == read.model_dump_json(
+            exclude={"seconds"}
+        )
+    # The data does hold what the counts are for: NaN and infinities, which JSON cannot spell.
+    x = profile_paths(con, paths, float_counts=counts).column("x")
+    assert (x.min, x.max) == (None, None)
+    x = profile_paths(con, paths[1:2], float_counts=counts).column("x")
+    assert x.min is not None and x.max is not None
+
+
+def test_known_nan_counts_spare_reading_float_values(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    table = float_part(4, nan=3, inf=0, nulls=50).select(["id", "x", "clean", "nothing"])
+    part = write_part(con, table, tmp_path / "v")
+    path = part[0]
+    # Overwrite the pages of the float column without NaN (the footer stays intact): any read
+    # of its values now fails, so only an answer from the footer can come back. The column
+    # with NaN is read, in a query of its own.
+    chunk = pq.read_metadata(path).row_group(0).column(2)
+    assert chunk.path_in_schema == "clean"
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))
+
+    plan = profile_module._Plan(exact_distinct=True, sample=None)
+    schema = storage.arrow_schema([path])
+    columns = [
+        profile_module._Column(f.name, f.type, profile_module.kind_of(f.type), plan) for f in schema
+    ]
+    found = profile_module._bounds(con, [str(path)], columns, part.float_counts)
+    bounds = dict(zip(schema.names, found, strict=True))
+    clean, x = (table[name].to_numpy(zero_copy_only=False) for name in ("clean", "x"))
+    assert bounds["id"] == (table["id"][0].as_py(), table["id"][-1].as_py())
+    assert bounds["clean"] == (np.nanmin(clean), np.nanmax(clean))
+    assert bounds["x"][0] == np.nanmin(x) and math.isnan(bounds["x"][1])  # NaN is the largest
+    assert bounds["nothing"] == (None, None)
+    with pytest.raises(duckdb.Error):  # without the counts the values are read
+        profile_module._bounds(con, [str(path)], columns, {})

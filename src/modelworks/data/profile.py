@@ -4,8 +4,9 @@ Speed is the point (a profile is computed on every ingest), so the work is laid 
 scans of the Parquet parts, not around columns:
 
 0. Min and max of every column but booleans, which DuckDB answers from the Parquet footers
-   without reading the data (float columns are read, narrowly, to count NaN, which footers
-   leave out). Knowing the extremes first is what lets one scan do the rest.
+   without reading the data. Footers leave NaN out, so float columns are read, narrowly, to
+   count it, except in parts whose NaN counts the caller knows (an ingest has them from the
+   writer). Knowing the extremes first is what lets one scan do the rest.
 1. One ungrouped ``SELECT`` computes every other scalar statistic of every column: counts,
    distinct counts, mean/std, approximate quantiles (one t-digest per column for all seven
    quantiles), equal-width histograms (running counts of ``x <= edge``, the edges from step 0)
@@ -85,8 +86,18 @@ _INPUT = "mw_profile_input"
 _BOUNDS_PART_QUERIES = 64  # above this many parts, min/max come from one scan instead
 
 
-def profile_paths(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> Profile:
-    """Profile the Parquet parts of one version (read as one table, columns unioned by name)."""
+def profile_paths(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[str],
+    *,
+    float_counts: Mapping[str, Mapping[str, storage.FloatCounts]] | None = None,
+) -> Profile:
+    """Profile the Parquet parts of one version (read as one table, columns unioned by name).
+
+    ``float_counts`` are NaN counts already known, by part path (as in ``paths``) and then
+    column name, as :func:`storage.write_parts` returns them. A part's float columns found
+    there without NaN get their min and max from its footer, like every other column; the
+    others are read to count their NaN. The profile is the same either way, only cheaper."""
     started = time.perf_counter()
     schema = storage.arrow_schema(paths)
     rows = sum(storage.part_rows(Path(p)) for p in paths)
@@ -100,7 +111,8 @@ def profile_paths(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> Profi
     # Minima and maxima first: the Parquet footers answer them without reading the data
     # (DuckDB reads the values only where the statistics cannot answer), and knowing them
     # lets one scan compute the histograms along with everything else.
-    for column, (low, high) in zip(columns, _bounds(con, paths, columns), strict=True):
+    bounds = _bounds(con, paths, columns, float_counts or {})
+    for column, (low, high) in zip(columns, bounds, strict=True):
         column.stats["min"], column.stats["max"] = low, high
 
     # Only where a float column holds NaN or infinity (its min or max says so): histograms
@@ -162,7 +174,10 @@ def _input(
 
 
 def _bounds(
-    con: duckdb.DuckDBPyConnection, paths: Sequence[str], columns: Sequence[_Column]
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[str],
+    columns: Sequence[_Column],
+    float_counts: Mapping[str, Mapping[str, storage.FloatCounts]],
 ) -> list[tuple[Any, Any]]:
     """Each column's (min, max), in the units the statistics use (epoch microseconds for
     temporal columns); (None, None) for booleans and other kinds, which scan 1 handles.
@@ -182,7 +197,10 @@ def _bounds(
                 present = {f.name for f in storage.arrow_schema([path])}
                 groups.append((path, [c for c in wanted if c.name in present]))
         try:
-            found = [_part_bounds(con, paths, path, cols) for path, cols in groups]
+            found = [
+                _part_bounds(con, paths, path, cols, _known_counts(paths, path, float_counts))
+                for path, cols in groups
+            ]
             for column in wanted:
                 pairs = [f[column.name] for f in found if column.name in f]
                 lows = [low for low, _ in pairs if low is not None]
@@ -193,9 +211,31 @@ def _bounds(
                     max(highs, key=_nan_last) if highs else None,
                 )
         except TypeError:  # parts typed the column differently: ask the union instead
-            found = [_part_bounds(con, paths, "", wanted)]
+            known = _known_counts(paths, "", float_counts)
+            found = [_part_bounds(con, paths, "", wanted, known)]
             out = dict(found[0])
     return [out.get(c.name, (None, None)) for c in columns]
+
+
+def _known_counts(
+    paths: Sequence[str],
+    path: str,
+    float_counts: Mapping[str, Mapping[str, storage.FloatCounts]],
+) -> dict[str, storage.FloatCounts]:
+    """The float counts known for one part (``path``), or for all of them (``path=""``): a
+    column's counts over several parts are their sums, known only if every part's are."""
+    parts = [path] if path else list(paths)
+    known = [float_counts.get(p) or {} for p in parts]
+    if not known:
+        return {}
+    out: dict[str, storage.FloatCounts] = {}
+    for name in known[0]:
+        each = [k[name] for k in known if name in k]
+        if len(each) == len(known):
+            out[name] = storage.FloatCounts(
+                values=sum(c.values for c in each), nans=sum(c.nans for c in each)
+            )
+    return out
 
 
 def _nan_last(value: Any) -> tuple[bool, Any]:
@@ -203,41 +243,75 @@ def _nan_last(value: Any) -> tuple[bool, Any]:
 
 
 def _part_bounds(
-    con: duckdb.DuckDBPyConnection, paths: Sequence[str], path: str, columns: Sequence[_Column]
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[str],
+    path: str,
+    columns: Sequence[_Column],
+    known: Mapping[str, storage.FloatCounts],
 ) -> dict[str, tuple[Any, Any]]:
     """Min and max of ``columns`` in one part (``path``), or in all of them (``path=""``).
 
-    Float columns go in a query of their own that reads their values: Parquet statistics
-    leave NaN out, and DuckDB answers from them as if there were none, whereas NaN is the
-    largest float to DuckDB (and in every other statistic of the profile). Counting the
-    NaN puts them back; it also keeps the other columns' query answerable from footers."""
-    floats = [c for c in columns if c.is_float]
-    others = [c for c in columns if not c.is_float]
+    Parquet statistics leave NaN out of float columns, whereas NaN is the largest float to
+    DuckDB (and in every other statistic of the profile), so NaN is counted and put back.
+    Float columns whose counts are ``known`` (by column name) need no counting: those without
+    NaN are answered from the footers, those with some are read (DuckDB does not answer from
+    statistics it knows miss NaN), and those that are all null or all NaN need no query.
+    The others are read to count their NaN.
+
+    Each group is a query of its own because DuckDB answers a query from the footers only if
+    it can for every column named, and otherwise reads them all: a float column with NaN, or
+    with a row group of nulls only (which has no min and max), would make it read the rest."""
+    floats = {c.name: c for c in columns if c.is_float}
+    unknown = [c for c in floats.values() if c.name not in known]
+    clean: list[_Column] = []  # known to hold no NaN
+    with_nan: list[_Column] = []  # known to hold NaN and other values
+    for name, counts in known.items():
+        if name in floats and counts.values and counts.nans < counts.values:
+            (with_nan if counts.nans else clean).append(floats[name])
     source = storage.relation_of(con, [path] if path else paths)
-    out: dict[str, tuple[Any, Any]] = {}
-    if others:
+    out = _min_max(source, [c for c in columns if c.name not in floats])
+    out.update(_min_max(source, clean))
+    out.update(_min_max(source, with_nan))
+    for name, counts in known.items():
+        if name in floats:
+            low, high = out.get(name, (None, None))
+            out[name] = _with_nan(low, high, counts.values, counts.nans)
+    if unknown:
         exprs: list[str] = []
-        for column in others:
-            if column.kind == "temporal":
-                exprs += [f"epoch_us(min({column.sql}))", f"epoch_us(max({column.sql}))"]
-            else:
-                exprs += [f"min({column.sql})", f"max({column.sql})"]
-        row = _fetch_row(source, exprs)
-        out.update({c.name: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(others)})
-    if floats:
-        exprs = []
-        for column in floats:
+        for column in unknown:
             x = column.sql
             exprs += [f"min({x})", f"max({x})", f"count({x})", f"count_if(isnan({x}))"]
         row = _fetch_row(source, exprs)
-        for i, column in enumerate(floats):
+        for i, column in enumerate(unknown):
             low, high, count, nans = row[4 * i : 4 * i + 4]
-            if nans:
-                high = math.nan
-                if nans == count:
-                    low = math.nan
-            out[column.name] = (low, high)
+            out[column.name] = _with_nan(low, high, count, nans)
     return out
+
+
+def _min_max(
+    source: duckdb.DuckDBPyRelation, columns: Sequence[_Column]
+) -> dict[str, tuple[Any, Any]]:
+    """(min, max) of each column in one query (temporal ones in epoch microseconds)."""
+    if not columns:
+        return {}
+    exprs: list[str] = []
+    for column in columns:
+        if column.kind == "temporal":
+            exprs += [f"epoch_us(min({column.sql}))", f"epoch_us(max({column.sql}))"]
+        else:
+            exprs += [f"min({column.sql})", f"max({column.sql})"]
+    row = _fetch_row(source, exprs)
+    return {c.name: (row[2 * i], row[2 * i + 1]) for i, c in enumerate(columns)}
+
+
+def _with_nan(low: Any, high: Any, count: int | None, nans: int | None) -> tuple[Any, Any]:
+    """A float column's (min, max) with its NaN put back: NaN is the largest value, and the
+    smallest too where every non-null value is NaN (``count`` counts the non-null values)."""
+    if nans:
+        high = math.nan
+        if nans == count:
+            low = math.nan
+    return low, high
 
 
 def _fetch_row(relation: duckdb.DuckDBPyRelation, exprs: Sequence[str]) -> tuple[Any, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,7 +541,9 @@ class DataService:
                     )
                 if on_failure == "quarantine":
                     status = "quarantined"
-            profile = _profile(con, prev_paths + new_paths)
+            # The new parts' NaN counts came with the write, which spares the profile a read
+            # of their float columns; the previous parts' (on append) are counted by reading.
+            profile = _profile(con, prev_paths + new_paths, parts.float_counts)
             rejects_saved = None
             if rejects is not None and rejects.count and rejects.side_file is not None:
                 rejects_saved = artifacts.put_file(rejects.side_file)
@@ -630,7 +632,7 @@ class DataService:
 
     def _scan_and_write(
         self, source: Source, ctx: ScanContext, stage: Path
-    ) -> tuple[list[Path] | None, Rejects | None, str, dict[str, Any] | None]:
+    ) -> tuple[storage.WrittenParts | None, Rejects | None, str, dict[str, Any] | None]:
         try:
             scan = source.scan(ctx)
         except ModelworksError:
@@ -1100,10 +1102,14 @@ def _validation_out(run: ValidationRun, ref: str) -> ValidationRunOut:
     )
 
 
-def _profile(con: duckdb.DuckDBPyConnection, paths: list[str]) -> Profile:
+def _profile(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[str],
+    float_counts: Mapping[str, Mapping[str, storage.FloatCounts]] | None = None,
+) -> Profile:
     from modelworks.data.profile import profile_paths
 
-    return profile_paths(con, paths)
+    return profile_paths(con, paths, float_counts=float_counts)
 
 
 def _rejects_out(rejects: Rejects | None, saved: Any) -> RejectsOut | None:

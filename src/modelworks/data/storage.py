@@ -2,7 +2,9 @@
 
 A version is an ordered list of Parquet parts, each an artifact-store object keyed by its
 sha256. Writing goes through one DuckDB ``COPY ... TO`` (zstd level 1, rolled into parts of about
-``MODELWORKS_DATASET_PART_BYTES``), which streams: a source never has to fit in memory.
+``MODELWORKS_DATASET_PART_BYTES``), which streams: a source never has to fit in memory. The
+writer also hands back each float column's NaN count, which the version's profile needs and
+would otherwise have to read every float value for.
 Reading hands DuckDB, pyarrow or Polars local file paths: on a local store the objects
 themselves (hashed once per process before first use), on object storage verified copies in
 ``HOME/cache/objects``.
@@ -14,7 +16,8 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,14 +81,39 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class FloatCounts:
+    """How many of a float column's values in one part are non-null, and how many are NaN.
+
+    Parquet statistics leave NaN out of a float column's min and max, so a profile needs these
+    to put NaN back; the writer counts them anyway (``RETURN_STATS``), which saves the profile
+    a scan of every float value."""
+
+    values: int
+    nans: int
+
+
+class WrittenParts(list[Path]):
+    """The parts :func:`write_parts` wrote, in read order: a list of their paths, as callers
+    that only read them expect, carrying ``float_counts``: for each part (by its path as a
+    string) the :class:`FloatCounts` of each top-level float column, by column name."""
+
+    def __init__(
+        self, paths: Iterable[Path], float_counts: dict[str, dict[str, FloatCounts]]
+    ) -> None:
+        super().__init__(paths)
+        self.float_counts = float_counts
+
+
 def write_parts(
     con: duckdb.DuckDBPyConnection,
     relation: duckdb.DuckDBPyRelation,
     out_dir: Path,
     *,
     part_bytes: int,
-) -> list[Path]:
-    """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part(s) in order.
+) -> WrittenParts:
+    """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part(s) in order, with
+    the NaN counts of their float columns as the writer saw them (no extra scan).
 
     One COPY writes one part. DuckDB 2.0 can roll its output into several files
     (``FILE_SIZE_BYTES``), but with more than one thread that loses the order of rows coming
@@ -99,10 +127,39 @@ def write_parts(
     target = out_dir / "part_0.parquet"
     con.register(view, relation)
     try:
-        con.execute(f"COPY (SELECT * FROM {view}) TO {sql_string(str(target))} ({PARQUET_OPTIONS})")
+        # RETURN_STATS changes what COPY returns (a row of statistics per file), not the bytes
+        # it writes, so a version's content hash is the same with or without it.
+        result = con.execute(
+            f"COPY (SELECT * FROM {view}) TO {sql_string(str(target))} "
+            f"({PARQUET_OPTIONS}, RETURN_STATS)"
+        )
+        fields = [d[0] for d in result.description or ()]
+        written = [dict(zip(fields, row, strict=True)) for row in result.fetchall()]
     finally:
         con.unregister(view)
-    return sorted(out_dir.glob("part_*.parquet"), key=_part_number)
+    paths = sorted(out_dir.glob("part_*.parquet"), key=_part_number)
+    by_path = {Path(w["filename"]): w["column_statistics"] or {} for w in written}
+    return WrittenParts(paths, {str(p): _float_counts(p, by_path.get(p, {})) for p in paths})
+
+
+def _float_counts(path: Path, statistics: dict[str, dict[str, str]]) -> dict[str, FloatCounts]:
+    """The float columns' counts from one file's ``RETURN_STATS`` column statistics.
+
+    Those are keyed by the column's quoted name (nested fields as ``"s"."a"``) and hold strings;
+    a column without ``nan_count`` (an empty file has none) is left out, so its profile counts
+    NaN by reading, as for parts written before."""
+    out: dict[str, FloatCounts] = {}
+    for f in pq.read_schema(path):
+        if not pa.types.is_floating(f.type):
+            continue
+        stats = statistics.get(quote_identifier(f.name), {})
+        if not {"nan_count", "num_values", "null_count"} <= stats.keys():
+            continue
+        out[f.name] = FloatCounts(
+            values=int(stats["num_values"]) - int(stats["null_count"]),
+            nans=int(stats["nan_count"]),
+        )
+    return out
 
 
 def _part_number(path: Path) -> int:
