@@ -66,7 +66,13 @@ from modelworks.data.schemas import (
     VersionOut,
 )
 from modelworks.data.source_policy import check_source_allowed
-from modelworks.data.sources.base import Rejects, ScanContext, Source, source_from_spec
+from modelworks.data.sources.base import (
+    Rejects,
+    ScanContext,
+    Source,
+    source_from_spec,
+    write_scan,
+)
 from modelworks.governance.access import require_project
 from modelworks.governance.models import Project
 
@@ -642,22 +648,30 @@ class DataService:
         try:
             if scan.relation is None:
                 return None, None, scan.message, scan.cursor
-            try:
-                parts = storage.write_parts(
-                    ctx.con,
-                    scan.relation,
-                    stage / "parts",
-                    part_bytes=ctx.settings.dataset_part_bytes,
-                )
-            except ModelworksError:
-                raise
-            except duckdb.Error as exc:
-                raise _source_error(source, exc) from None
+            # A scan that took a shortcut may see in what it wrote that it must read again
+            # the careful way (a CSV column parsed by DuckDB's reader refused a value).
+            scan, parts = write_scan(scan, lambda rel: self._write(source, ctx, rel, stage))
             rejects = scan.rejects() if scan.rejects is not None else None
             return parts, rejects, scan.message, scan.cursor
         finally:
             if scan.close is not None:
                 scan.close()
+
+    def _write(
+        self,
+        source: Source,
+        ctx: ScanContext,
+        relation: duckdb.DuckDBPyRelation,
+        stage: Path,
+    ) -> storage.WrittenParts:
+        try:
+            return storage.write_parts(
+                ctx.con, relation, stage / "parts", part_bytes=ctx.settings.dataset_part_bytes
+            )
+        except ModelworksError:
+            raise
+        except duckdb.Error as exc:
+            raise _source_error(source, exc) from None
 
     def _advance_cursor(
         self,

@@ -5,8 +5,10 @@ DOUBLE columns DuckDB's reader parses itself against TRY_CAST."""
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -16,7 +18,7 @@ import pytest
 from modelworks.core.config import Settings
 from modelworks.core.errors import InvalidInput
 from modelworks.data import storage
-from modelworks.data.sources.base import ScanContext
+from modelworks.data.sources.base import ScanContext, write_scan
 from modelworks.data.sources.files import (
     CANDIDATES,
     CsvSource,
@@ -277,3 +279,108 @@ def test_inference_that_prunes_on_a_prefix_picks_what_counting_everything_picks(
     assert pruned["ints_4pct_strays_at_start"] == "BIGINT"
     assert pruned["ints_6pct_strays_at_start"] == "VARCHAR"
     assert pruned["zoned"] == "TIMESTAMPTZ" and pruned["times"] == "TIME"
+
+
+def _read_csv(
+    path: Path, tmp_path: Path, bad_rows: str, **options: Any
+) -> tuple[int, list[dict[str, Any]] | str, list[tuple[int, str]]]:
+    """(COPY passes, rows or the error, rejected (line, column)s) of one CSV read the way
+    the dataset service reads it."""
+    settings = Settings(home=tmp_path / "home")
+    con = storage.connect(settings)
+    ctx = ScanContext(con=con, settings=settings, workdir=tmp_path / "w", bad_rows=bad_rows)  # type: ignore[arg-type]
+    passes = 0
+
+    def write(relation: duckdb.DuckDBPyRelation) -> list[Path]:
+        nonlocal passes
+        passes += 1
+        out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
+        return storage.write_parts(con, relation, out, part_bytes=1 << 28)
+
+    scan = CsvSource(path=str(path), **options).scan(ctx)
+    try:
+        scan, parts = write_scan(scan, write)
+        # As text: Python has no dates past 9999 nor infinite ones, which DuckDB keeps.
+        types = [f"{f.name}: {f.type}" for f in pq.read_schema(parts[0])]
+        values = con.sql(f"SELECT COLUMNS(*)::VARCHAR FROM read_parquet('{parts[0]}')")
+        rows = [{"types": types}] + [
+            dict(zip(values.columns, r, strict=True)) for r in values.fetchall()
+        ]
+        try:
+            rejects = scan.rejects() if scan.rejects is not None else None
+        except InvalidInput as exc:
+            return passes, exc.detail, []
+        found = [(int(r["line"]), str(r["column"])) for r in rejects.examples] if rejects else []
+        return passes, rows, found
+    finally:
+        if scan.close is not None:
+            scan.close()
+        con.close()
+
+
+GOOD_ROWS = 200  # before the tricky ones; the small sample sees only good values
+
+
+def _tricky_csv(path: Path, tricky: list[tuple[str, str, str]]) -> Path:
+    lines = ["flag,day,at"]
+    for i in range(GOOD_ROWS):
+        lines.append(f"{'true' if i % 2 else 'false'},2024-02-{1 + i % 28:02d},"
+                     f"2024-03-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00")  # fmt: skip
+    lines += [",".join(f'"{v}"' for v in row) for row in tricky]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("bad_rows", ["quarantine", "fail"])
+@pytest.mark.parametrize(
+    "tricky",
+    [
+        # spellings the reader refuses but the checks take: read again as text, all kept
+        [(" y ", "2024-1-5", "2024-01-05T10:30:00"), ("YES", " 2024-01-06", "2024-01-05")],
+        [("n", "2024-01-07", "2024-01-05 10:30:00.5"), ("1", "2024-01-07", " 2024-01-05 10:30:00")],
+        # values the reader takes but the checks refuse (or keep differently)
+        [("true", "infinity", "2024-01-05 10:30:00"), ("true", "12024-01-05", "infinity")],
+        [("false", "2024-01-05", "12024-01-05 10:30:00")],
+        # values nobody takes: bad rows either way, with the same lines
+        [("maybe", "2024-01-05", "2024-01-05 10:30:00+02"), ("true", "x", "y")],
+        [("2", "2024-13-01", "2024-01-05 25:00:00")],
+    ],
+)
+def test_columns_the_reader_parses_itself_end_as_the_checks_would_have_them(
+    tmp_path: Path, bad_rows: str, tricky: list[tuple[str, str, str]]
+) -> None:
+    """BOOLEAN, DATE and TIMESTAMP columns whose sample is in one plain spelling are parsed
+    by DuckDB's reader, skipping their text and checks. Whatever comes later in the file,
+    the rows, the values and the bad rows must be exactly those of the careful read (here
+    forced by sampling every row, which sees the tricky values and so reads them as text)."""
+    path = _tricky_csv(tmp_path / "t.csv", tricky)
+    # Declared, so that the whole sample cannot choose other types (it would read a column
+    # of dates with one "infinity" as timestamps).
+    types = {"flag": "BOOLEAN", "day": "DATE", "at": "TIMESTAMP"}
+    fast = _read_csv(path, tmp_path / "a", bad_rows, sample_size=50, columns=types)
+    careful = _read_csv(path, tmp_path / "b", bad_rows, sample_size=-1, columns=types)
+    assert careful[0] == 1  # the careful read never retries
+    assert fast[1:] == careful[1:]
+    assert fast[0] == 2  # the reader's parse was undone once
+
+
+def test_clean_columns_are_parsed_by_the_reader_in_one_pass(tmp_path: Path) -> None:
+    path = _tricky_csv(tmp_path / "t.csv", [("true", "2024-01-05", "2024-01-05 10:30:00")])
+    passes, rows, bad = _read_csv(path, tmp_path, "fail")
+    assert passes == 1 and bad == []
+    assert isinstance(rows, list) and len(rows) == 1 + GOOD_ROWS + 1
+    assert rows[0] == {"types": ["flag: bool", "day: date32[day]", "at: timestamp[us]"]}
+    assert rows[-1] == {"flag": "true", "day": "2024-01-05", "at": "2024-01-05 10:30:00"}
+
+
+def test_many_bad_rows_in_a_column_the_reader_parses_read_again_carefully(
+    tmp_path: Path,
+) -> None:
+    """When the ingest will fail anyway DuckDB keeps only the first rejects of a file; the
+    refusals it dropped may have been values the checks take, so the read is redone."""
+    tricky = [("true", "x", "2024-01-05 10:30:00")] * 120 + [(" y ", "2024-01-05", "z")]
+    path = _tricky_csv(tmp_path / "t.csv", tricky)
+    fast = _read_csv(path, tmp_path / "a", "fail", sample_size=50)
+    careful = _read_csv(path, tmp_path / "b", "fail", sample_size=-1, columns={"day": "DATE"})
+    assert fast[0] == 2 and fast[1:] == careful[1:]
+    assert isinstance(fast[1], str) and "121 rows could not be read" in fast[1]

@@ -24,7 +24,13 @@ from modelworks.core.config import Settings
 from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.data import storage
 from modelworks.data.schemas import BadRows
-from modelworks.data.sources.base import Rejects, ScanContext, Source, source_from_spec
+from modelworks.data.sources.base import (
+    Rejects,
+    ScanContext,
+    Source,
+    source_from_spec,
+    write_scan,
+)
 from modelworks.data.sources.files import (
     CsvSource,
     ExcelSource,
@@ -61,9 +67,10 @@ def ingest(
     try:
         scan = src.scan(ctx)
         try:
-            assert scan.relation is not None
             out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
-            parts = storage.write_parts(con, scan.relation, out, part_bytes=1 << 28)
+            scan, parts = write_scan(
+                scan, lambda rel: storage.write_parts(con, rel, out, part_bytes=1 << 28)
+            )
             table = pa.concat_tables([pq.read_table(p) for p in parts])
             rejects = scan.rejects() if scan.rejects is not None else None
         finally:

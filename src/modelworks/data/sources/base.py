@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from modelworks.data.schemas import BadRows
 
 SOURCE_KINDS: dict[str, type[Source]] = {}
+Written = TypeVar("Written", bound=Sequence[Path])
 
 
 @dataclass
@@ -62,7 +63,36 @@ class Scan:
     rejects: Callable[[], Rejects | None] | None = None
     # Called when the ingest ends, committed or not (close clients, drop temp tables).
     close: Callable[[], None] | None = None
+    # Called after the relation was written, with the parts: a scan to write instead when
+    # this one took a shortcut that the written data shows was not safe to take (CSV: the
+    # reader's own parsing refused or stretched a value), else None.
+    retry: Callable[[Sequence[Path]], Scan | None] | None = None
     message: str = ""
+
+
+def write_scan(
+    scan: Scan, write: Callable[[duckdb.DuckDBPyRelation], Written]
+) -> tuple[Scan, Written]:
+    """Write ``scan``'s relation with ``write``; while the scan asks to be read again
+    (:attr:`Scan.retry`), close it and write the scan it offers instead. Returns the scan
+    whose rows were kept (its ``rejects`` and ``close`` are the ones to call) and what
+    ``write`` returned for it."""
+    if scan.relation is None:
+        raise ValueError("a scan with nothing to write")
+    written = write(scan.relation)
+    while scan.retry is not None and (again := scan.retry(written)) is not None:
+        if scan.close is not None:
+            scan.close()
+        scan = again
+        if scan.relation is None:
+            raise ValueError("a retry with nothing to write")
+        try:
+            written = write(scan.relation)
+        except BaseException:
+            if scan.close is not None:
+                scan.close()
+            raise
+    return scan, written
 
 
 class Source(BaseModel, ABC):

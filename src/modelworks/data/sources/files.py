@@ -15,12 +15,16 @@ DATE loses its time. So a CSV is read in two steps:
    (whose number parser is exactly as strict as ``TRY_CAST``), every other column as text,
    which a SQL projection then casts with a strict check. Rows the reader rejects (wrong
    number of columns, unterminated quotes, bad bytes, a DOUBLE column's value that is not a
-   number) and rows whose values do not cast are bad rows:
+   number) and rows whose values do not cast are bad rows.
+   BOOLEAN, DATE and TIMESTAMP columns whose sampled values all have one plain spelling
+   (``2024-01-05``, ``2024-01-05 10:30:00``) are parsed by the reader too, which is stricter
+   than the checks; if the written data shows it refused or stretched a value, the read is
+   done again with those columns as text (:func:`fast_columns`). Either way,
    with ``bad_rows="fail"`` the ingest fails naming their line numbers, with
    ``"quarantine"`` the good rows are ingested and the bad ones go to a side CSV.
 
-Both steps stream: only the sample is ever held, and the full read is the single DuckDB
-``COPY`` the dataset service runs.
+Both steps stream: only the sample is ever held, and the full read is the DuckDB ``COPY``
+the dataset service runs (once, or twice when the reader's own parse is undone).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -268,6 +272,12 @@ _INTEGER_TYPES = {
 _TEXT_TYPES = {"VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR"}
 # Types DuckDB's CSV reader parses exactly as strictly as the checks here (CsvSource._read).
 _NATIVE_TYPES = {"DOUBLE"}
+# Types the reader parses more strictly than the checks, with these formats (see
+# fast_columns): taken when the sample says every value fits, and undone when the data does not.
+_FAST_FORMATS = {"DATE": "%Y-%m-%d", "TIMESTAMP": "%Y-%m-%d %H:%M:%S"}
+_FAST_OPTIONS = {"DATE": "dateformat", "TIMESTAMP": "timestampformat"}
+# The dates and times the checks take (and Python can hold); the reader also takes others.
+_FAST_RANGE = "TIMESTAMP '0001-01-01' AND TIMESTAMP '9999-12-31 23:59:59.999999'"
 # DuckDB's reject message for such a value, worded like the checks' own messages.
 _CAST_MESSAGE = (
     "'column \"' || column_name || '\": value \"' || "
@@ -397,6 +407,47 @@ def choose_type(count: int, ok: dict[str, int]) -> str:
     if ok[best] and count - ok[best] <= STRAY_SHARE * count:
         return best
     return "VARCHAR"
+
+
+def fast_columns(
+    con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str], formats: Formats
+) -> dict[str, str]:
+    """Columns DuckDB's CSV reader may parse itself (lower-case name -> its type), skipping
+    their text and their check: BOOLEAN, and DATE and TIMESTAMP in the one spelling
+    ``_FAST_FORMATS`` gives them, when every sampled value has it.
+
+    The reader's parse is at most as lenient as the checks (it refuses a padded ``" y "``,
+    a fraction of a second, a ``T`` or an offset, which the checks take or refuse), so a
+    value it refuses may still be good: such a read is undone and done again the slow way
+    (:meth:`CsvRejects.doubtful`). It also takes values the checks refuse, ``infinity`` and
+    years past 9999: the written data's extremes show those, and undo the read too."""
+    tests: dict[str, tuple[str, str]] = {}
+    for name, type_name in types.items():
+        t = normalize_type(type_name)
+        t = "TIMESTAMP" if t == "DATETIME" else t
+        v = quote_identifier(name)
+        if t == "BOOLEAN":
+            tests[name] = (t, f"TRY_CAST({v} AS BOOLEAN) IS NOT NULL")
+        elif t in _FAST_FORMATS and not (formats.date if t == "DATE" else formats.timestamp):
+            parsed = f"TRY_STRPTIME({v}, {sql_string(_FAST_FORMATS[t])})"
+            tests[name] = (t, f"coalesce({parsed} BETWEEN {_FAST_RANGE}, false)")
+    if not tests:
+        return {}
+    misses = first_row(
+        con,
+        "SELECT "
+        + ", ".join(
+            f"count_if({quote_identifier(n)} IS NOT NULL AND NOT {test})"
+            for n, (_, test) in tests.items()
+        )
+        + f" FROM {table}",
+    )
+    assert misses is not None  # an aggregate without GROUP BY returns one row
+    return {
+        name.lower(): reader_type
+        for (name, (reader_type, _)), missed in zip(tests.items(), misses, strict=True)
+        if not missed
+    }
 
 
 def infer_types(
@@ -744,10 +795,12 @@ class CsvSource(Source):
         formats = Formats(self.date_format, self.timestamp_format)
         undeclared = [n for n in plan.names if n not in plan.declared]
         try:
-            plan.types.update(infer_types(ctx.con, self._sample_sql(plan), undeclared, formats))
+            with sample_table(ctx.con, self._sample_sql(plan)) as table:
+                plan.types.update(infer_sampled_types(ctx.con, table, undeclared, formats))
+                fast = fast_columns(ctx.con, table, plan.types, formats)
         except duckdb.Error as exc:
             raise InvalidInput(f"Reading {self.label()} failed: {_duckdb_message(exc)}")
-        return self._read(ctx, files, plan, formats)
+        return self._read(ctx, files, plan, formats, fast)
 
     def _head(self, files: FileSet, ref: FileRef) -> Head:
         """The first lines of ``ref`` decoded (a wrong encoding fails here, early)."""
@@ -864,14 +917,12 @@ class CsvSource(Source):
         dialect: Dialect,
         *,
         extra: Sequence[str] = (),
-        native: frozenset[str] = frozenset(),
+        native: Mapping[str, str] | None = None,
     ) -> str:
         """``read_csv`` of one group: every column as text, except the ``native`` ones
-        (lower-case names), which DuckDB's reader parses as DOUBLE itself."""
-        pairs = [
-            f"{sql_string(n)}: '{'DOUBLE' if n.lower() in native else 'VARCHAR'}'"
-            for n in group.names
-        ]
+        (lower-case name -> type), which DuckDB's reader parses itself."""
+        native = native or {}
+        pairs = [f"{sql_string(n)}: '{native.get(n.lower(), 'VARCHAR')}'" for n in group.names]
         columns = "{" + ", ".join(pairs) + "}"
         options = [*dialect.duckdb_options(), f"columns = {columns}", *extra]
         return f"read_csv({_file_list(group.files)}, {', '.join(options)})"
@@ -885,7 +936,14 @@ class CsvSource(Source):
         ]
         return " UNION ALL BY NAME ".join(parts)
 
-    def _read(self, ctx: ScanContext, files: FileSet, plan: CsvPlan, formats: Formats) -> Scan:
+    def _read(
+        self,
+        ctx: ScanContext,
+        files: FileSet,
+        plan: CsvPlan,
+        formats: Formats,
+        fast: dict[str, str],
+    ) -> Scan:
         con = ctx.con
         tag = uuid.uuid4().hex[:12]
         errors_table, scans_table, udf = (
@@ -905,11 +963,16 @@ class CsvSource(Source):
         # TRY_CAST(text AS DOUBLE) accepts (the test a DOUBLE column is held to), so the
         # text need not be kept, and a value that is not a number is a reject with its line
         # number, like a row with too many fields.
-        native = frozenset(
-            name.lower()
+        native = {
+            name.lower(): "DOUBLE"
             for name in plan.names
             if normalize_type(plan.types.get(name, "VARCHAR")) in _NATIVE_TYPES
-        )
+        }
+        native.update(fast)
+        rejects_opts += [
+            f"{_FAST_OPTIONS[t]} = {sql_string(_FAST_FORMATS[t])}"
+            for t in sorted(set(fast.values()) & set(_FAST_FORMATS))
+        ]
         union = " UNION ALL BY NAME ".join(
             f"SELECT * FROM {self._reader(g, plan.dialect, extra=rejects_opts, native=native)}"
             for g in plan.groups
@@ -983,7 +1046,19 @@ class CsvSource(Source):
                 with contextlib.suppress(duckdb.Error):
                     con.remove_function(udf)
 
-        return Scan(relation=relation, rejects=reader.collect, close=close)
+        def retry(parts: Sequence[Path]) -> Scan | None:
+            doubtful = reader.doubtful(fast, parts)
+            if not doubtful:
+                return None
+            slow = {name: t for name, t in fast.items() if name not in doubtful}
+            return self._read(ctx, files, plan, formats, slow)
+
+        return Scan(
+            relation=relation,
+            rejects=reader.collect,
+            close=close,
+            retry=retry if fast else None,
+        )
 
 
 def _quietly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -1038,6 +1113,39 @@ class CsvRejects:
                 bad_rows=[b.as_dict() for b in examples],
             )
         return rejects_result(con, self.ctx.workdir, self.source.kind, rows_sql, total)
+
+    def doubtful(self, fast: dict[str, str], parts: Sequence[Path]) -> set[str]:
+        """The ``fast`` columns (see :func:`fast_columns`) whose reading by DuckDB's reader
+        cannot be trusted: it refused some value (which the checks may take), or it stopped
+        keeping its refusals, or it took a date or time beyond what the checks take."""
+        con = self.ctx.con
+        errors = quote_identifier(self.errors_table)
+        try:
+            refused = con.sql(
+                f"SELECT DISTINCT lower(column_name) FROM {errors} WHERE error_type = 'CAST'"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return set()  # the relation was never read
+        out = {str(r[0]) for r in refused} & set(fast)
+        if self.limit > 0 and self._limit_reached():
+            return set(fast)
+        temporal = [n for n, t in fast.items() if t in _FAST_FORMATS and n not in out]
+        if temporal and parts:
+            # Answered from the Parquet footers: no data is read.
+            by_lower = {n.lower(): n for n in self.plan.names}
+            ranges = []
+            for name in temporal:
+                col = quote_identifier(by_lower[name])
+                low, high = f"min({col})", f"max({col})"
+                ranges.append(
+                    f"coalesce({low}::TIMESTAMP BETWEEN {_FAST_RANGE} AND "
+                    f"{high}::TIMESTAMP BETWEEN {_FAST_RANGE}, true)"
+                )
+            listing = ", ".join(sql_string(str(p)) for p in parts)
+            within = first_row(con, f"SELECT {', '.join(ranges)} FROM read_parquet([{listing}])")
+            assert within is not None  # an aggregate without GROUP BY returns one row
+            out |= {name for name, ok in zip(temporal, within, strict=True) if not ok}
+        return out
 
     def _reader_rejects_sql(self) -> str | None:
         con = self.ctx.con
