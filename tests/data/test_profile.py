@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import math
+import statistics
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -611,3 +612,54 @@ def test_known_nan_counts_spare_reading_float_values(
     assert bounds["nothing"] == (None, None)
     with pytest.raises(duckdb.Error):  # without the counts the values are read
         profile_module._bounds(con, [str(path)], columns, {})
+
+
+def test_mean_and_std_hold_up_where_sums_of_squares_cancel(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """Mean and std come from sums of distances to a point of the range: they must agree
+    with exact (rational) results on data where naive sums of squares lose everything (a
+    large offset, a tiny spread, one far outlier, huge integers, where even numpy's
+    two-pass std is off in the sixth digit)."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    outlier = rng.normal(0.0, 1.0, n)
+    outlier[123] = 1e7
+    columns = {
+        "offset": 1e9 + rng.normal(0.0, 1e-3, n),
+        "tiny": rng.normal(0.0, 1e-12, n),
+        "outlier": outlier,
+        "big_ints": (2**52 + rng.integers(0, 1000, n)).astype(np.int64),
+        "negative": -5e6 + rng.exponential(3.0, n),
+    }
+    path = tmp_path / "moments.parquet"
+    pq.write_table(pa.table(columns), path)
+    profile = profile_paths(con, [str(path)])
+    for name, values in columns.items():
+        exact = values.tolist()  # Python ints and floats: statistics works in fractions
+        column = profile.column(name)
+        assert column.mean == pytest.approx(statistics.mean(exact), rel=1e-9), name
+        assert column.std == pytest.approx(statistics.stdev(exact), rel=1e-9), name
+
+
+def test_mean_and_std_of_one_value_and_of_non_finite_values(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "edge.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "one": [5.0, None, None],
+                "inf": [1.0, math.inf, 2.0],
+                "nan": [1.0, math.nan, 2.0],
+                "both_infs": [math.inf, -math.inf, 0.0],
+            }
+        ),
+        path,
+    )
+    profile = profile_paths(con, [str(path)])
+    assert (profile.column("one").mean, profile.column("one").std) == (5.0, None)
+    # Like avg() and stddev_samp(): infinity or NaN, which JSON shows as missing.
+    for name in ("inf", "nan", "both_infs"):
+        column = profile.column(name)
+        assert (column.mean, column.std) == (None, None), name
