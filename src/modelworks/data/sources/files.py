@@ -319,18 +319,25 @@ def check_type_names(con: duckdb.DuckDBPyConnection, columns: dict[str, str]) ->
 def candidate_test(value: str, type_name: str, formats: Formats) -> str:
     """SQL that is true when the non-NULL text ``value`` reads as ``type_name`` without
     loss. DuckDB's own casts are not enough: ``'3.5'::BIGINT`` is 4 and
-    ``'2024-01-05 10:30'::DATE`` drops the time."""
+    ``'2024-01-05 10:30'::DATE`` drops the time.
+
+    The tests are CASE expressions rather than ORs and ANDs: DuckDB evaluates both sides of
+    an OR or AND inside an aggregate (the type inference counts them), but only the branch
+    a CASE takes, and a failing cast is the dearest thing in them."""
     t = normalize_type(type_name)
     if t == "BOOLEAN":
-        # The plain spellings first: an OR only evaluates its right side on the rows its
-        # left side did not accept, and lower(trim()) copies every string.
-        return f"({value} IN ('true', 'false') OR lower(trim({value})) IN ('true', 'false'))"
+        # The plain spellings first: lower(trim()) copies every string.
+        return (
+            f"(CASE WHEN {value} IN ('true', 'false') THEN true "
+            f"ELSE lower(trim({value})) IN ('true', 'false') END)"
+        )
     if t in _INTEGER_TYPES:
         # A value that is its own integer's text ("42", "-7") needs no regular expression;
         # anything else ("+7", " 7", "3.5", "1e3") takes the full test.
         return (
-            f"(coalesce(TRY_CAST({value} AS {t})::VARCHAR = {value}, false) OR "
-            f"(regexp_full_match({value}, '{_INT_RE}') AND TRY_CAST({value} AS {t}) IS NOT NULL))"
+            f"(CASE WHEN coalesce(TRY_CAST({value} AS {t})::VARCHAR = {value}, false) THEN true "
+            f"WHEN regexp_full_match({value}, '{_INT_RE}') "
+            f"THEN TRY_CAST({value} AS {t}) IS NOT NULL ELSE false END)"
         )
     if t == "DATE":
         if formats.date:
@@ -338,9 +345,10 @@ def candidate_test(value: str, type_name: str, formats: Formats) -> str:
         # A date in DuckDB's own spelling ("2024-01-05": ten characters, so neither BC nor
         # a year past 9999 nor "infinity") needs no regular expression.
         return (
-            f"((length({value}) = 10 AND coalesce(TRY_CAST({value} AS DATE)::VARCHAR = {value}, "
-            f"false)) OR (regexp_full_match({value}, '{_DATE_RE}') AND "
-            f"TRY_CAST({value} AS DATE) IS NOT NULL))"
+            f"(CASE WHEN length({value}) = 10 AND "
+            f"coalesce(TRY_CAST({value} AS DATE)::VARCHAR = {value}, false) THEN true "
+            f"WHEN regexp_full_match({value}, '{_DATE_RE}') "
+            f"THEN TRY_CAST({value} AS DATE) IS NOT NULL ELSE false END)"
         )
     if t in ("TIMESTAMP", "DATETIME"):
         if formats.timestamp:
@@ -348,18 +356,19 @@ def candidate_test(value: str, type_name: str, formats: Formats) -> str:
         # A timestamp in DuckDB's own spelling has no UTC offset, so it needs no regular
         # expression; the search for an offset is the dearest part of the full test.
         return (
-            f"(coalesce(TRY_CAST({value} AS TIMESTAMP)::VARCHAR = {value}, false) OR "
-            f"(TRY_CAST({value} AS TIMESTAMP) IS NOT NULL "
-            f"AND NOT regexp_matches({value}, '{_TZ_RE}')))"
+            f"(CASE WHEN coalesce(TRY_CAST({value} AS TIMESTAMP)::VARCHAR = {value}, false) "
+            f"THEN true WHEN TRY_CAST({value} AS TIMESTAMP) IS NULL THEN false "
+            f"ELSE NOT regexp_matches({value}, '{_TZ_RE}') END)"
         )
     if t in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
         return (
-            f"(regexp_matches({value}, '{_TZ_RE}') "
-            f"AND TRY_CAST({value} AS TIMESTAMPTZ) IS NOT NULL)"
+            f"(CASE WHEN regexp_matches({value}, '{_TZ_RE}') "
+            f"THEN TRY_CAST({value} AS TIMESTAMPTZ) IS NOT NULL ELSE false END)"
         )
     if t == "TIME":
         return (
-            f"(regexp_full_match({value}, '{_TIME_RE}') AND TRY_CAST({value} AS TIME) IS NOT NULL)"
+            f"(CASE WHEN regexp_full_match({value}, '{_TIME_RE}') "
+            f"THEN TRY_CAST({value} AS TIME) IS NOT NULL ELSE false END)"
         )
     return f"TRY_CAST({value} AS {type_name}) IS NOT NULL"
 
