@@ -16,6 +16,7 @@ from modelworks.core.artifacts import (
     CHUNK_SIZE,
     ArtifactStore,
     ObjectInfo,
+    hash_and_sync,
     validate_relative_path,
 )
 from modelworks.core.config import Settings
@@ -346,3 +347,26 @@ def test_relative_path_output_stays_inside(path: str) -> None:
     assert "\\" not in out and "\x00" not in out
     assert "" not in segments and "." not in segments
     assert validate_relative_path(out) == out
+
+
+def test_adopting_a_file_hashed_ahead_moves_it_into_place(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    """Dataset parts are hashed (and synced) on a thread while the ingest profiles them;
+    adopting them then only moves them. A file whose size no longer matches what was said
+    of it is hashed again rather than stored under a wrong name."""
+    data = os.urandom(2 * CHUNK_SIZE + 7)
+    first = tmp_path / "part-a.parquet"
+    first.write_bytes(data)
+    hashed = hash_and_sync(first)
+    assert hashed == ObjectInfo(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    assert store.adopt_file(first, hashed=hashed) == hashed
+    assert not first.exists() and store.get_bytes(hashed.sha256) == data
+
+    second = tmp_path / "part-b.parquet"
+    second.write_bytes(b"written again after it was hashed")
+    stale = hash_and_sync(second)
+    second.write_bytes(b"written again after it was hashed, longer")
+    info = store.adopt_file(second, hashed=stale)
+    assert info.sha256 == hashlib.sha256(b"written again after it was hashed, longer").hexdigest()
+    assert store.get_bytes(info.sha256) == b"written again after it was hashed, longer"

@@ -101,12 +101,16 @@ class ArtifactStore:
         with open(path, "rb") as f:
             return self.put_stream(f)
 
-    def adopt_file(self, path: str | os.PathLike[str]) -> ObjectInfo:
+    def adopt_file(
+        self, path: str | os.PathLike[str], *, hashed: ObjectInfo | None = None
+    ) -> ObjectInfo:
         """Store a file that nobody else will touch again, moving rather than copying it.
 
         Made for large files the caller wrote itself (dataset parts): on a local store on
         the same file system the hashed file is renamed into place, which saves a full copy;
         anywhere else it is stored like :meth:`put_file`. The file is gone afterwards.
+        ``hashed`` is what :func:`hash_and_sync` said of the file, unchanged since (the
+        caller had it computed while doing other work).
         """
         src = os.fspath(path)
         if not self.is_local:
@@ -115,16 +119,20 @@ class ArtifactStore:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(src)
-        with open(src, "rb") as f:
-            sha, size = _copy_hashing(f)
-        info = ObjectInfo(sha256=sha, size=size)
+        if hashed is not None and os.stat(src).st_size == hashed.size:
+            info, synced = hashed, True
+        else:
+            with open(src, "rb") as f:
+                sha, size = _copy_hashing(f)
+            info, synced = ObjectInfo(sha256=sha, size=size), False
         try:
             if self._holds_intact(info):
                 os.remove(src)
                 return info
-            with open(src, "rb") as f:
-                os.fsync(f.fileno())
-            self._publish(src, self._key(sha))
+            if not synced:
+                with open(src, "rb") as f:
+                    os.fsync(f.fileno())
+            self._publish(src, self._key(info.sha256))
         except OSError:
             # Another file system (EXDEV) or a read-only source: fall back to a copy.
             try:
@@ -335,6 +343,15 @@ def validate_relative_path(path: str) -> str:
                 f"space counts) ({part!r}). {allowed}"
             )
     return "/".join(parts)
+
+
+def hash_and_sync(path: str | os.PathLike[str]) -> ObjectInfo:
+    """A file's sha256 and size, with its bytes flushed to disk: everything
+    :meth:`ArtifactStore.adopt_file` does before the rename, to run ahead of it."""
+    with open(path, "rb") as f:
+        sha, size = _copy_hashing(f)
+        os.fsync(f.fileno())
+    return ObjectInfo(sha256=sha, size=size)
 
 
 def _copy_hashing(src: Any, out: Any | None = None) -> tuple[str, int]:

@@ -486,6 +486,7 @@ class DataService:
         artifacts = self.store.artifacts
         stage = artifacts.staging_dir()
         con = storage.connect(settings, threads=threads)
+        hashes: storage.BackgroundHashes | None = None
         try:
             ctx = ScanContext(
                 con=con,
@@ -519,6 +520,8 @@ class DataService:
                     f"{source.label()} gave no rows, so no version was made. Check the path, "
                     "query or filter, and that the file has data rows below its header."
                 )
+            if artifacts.is_local:  # object storage hashes while it uploads
+                hashes = storage.BackgroundHashes(parts)
             columns = storage.columns_of(storage.arrow_schema(parts))
             previous = [ColumnSchema.model_validate(c) for c in base.columns]
             changes = diff_columns(previous, columns) if base.latest else SchemaChanges()
@@ -553,8 +556,12 @@ class DataService:
             rejects_saved = None
             if rejects is not None and rejects.count and rejects.side_file is not None:
                 rejects_saved = artifacts.put_file(rejects.side_file)
-            files = storage.publish_parts(artifacts, parts)
+            files = storage.publish_parts(
+                artifacts, parts, hashes.result() if hashes is not None else None
+            )
         finally:
+            if hashes is not None:
+                hashes.close()
             con.close()
             shutil.rmtree(stage, ignore_errors=True)
         all_files = (

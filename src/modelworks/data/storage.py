@@ -17,6 +17,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from modelworks.core.artifacts import ObjectInfo, hash_and_sync
 from modelworks.core.errors import CorruptData
 from modelworks.data.schemas import ColumnSchema, PartFile
 
@@ -193,12 +195,33 @@ def content_hash(files: Sequence[PartFile]) -> str:
     return digest.hexdigest()
 
 
-def publish_parts(artifacts: ArtifactStore, paths: Sequence[Path]) -> list[PartFile]:
-    """Adopt written parts into the artifact store (moved, not copied, when local)."""
+class BackgroundHashes:
+    """The sha256 of written parts, computed on a thread (which also syncs them to disk)
+    while the ingest checks, validates and profiles them: DuckDB leaves a little of two
+    cores free there, and the sync waits on the disk, not on a core."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mw-part-hash")
+        self._done = self._pool.submit(lambda: [hash_and_sync(p) for p in paths])
+
+    def result(self) -> list[ObjectInfo]:
+        return self._done.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def publish_parts(
+    artifacts: ArtifactStore,
+    paths: Sequence[Path],
+    hashed: Sequence[ObjectInfo] | None = None,
+) -> list[PartFile]:
+    """Adopt written parts into the artifact store (moved, not copied, when local);
+    ``hashed``, one per part, is what :class:`BackgroundHashes` computed of them."""
     out: list[PartFile] = []
-    for path in paths:
+    for i, path in enumerate(paths):
         rows = part_rows(path)
-        info = artifacts.adopt_file(path)
+        info = artifacts.adopt_file(path, hashed=hashed[i] if hashed else None)
         out.append(PartFile(sha256=info.sha256, size=info.size, rows=rows))
         if artifacts.is_local:
             _remember_verified(artifacts, info.sha256)
