@@ -425,11 +425,11 @@ def fast_columns(
     their text and their check: BOOLEAN, and DATE and TIMESTAMP in the one spelling
     ``_FAST_FORMATS`` gives them, when every sampled value has it.
 
-    The reader's parse is at most as lenient as the checks (it refuses a padded ``" y "``,
-    a fraction of a second, a ``T`` or an offset, which the checks take or refuse), so a
-    value it refuses may still be good: such a read is undone and done again the slow way
-    (:meth:`CsvRejects.doubtful`). It also takes values the checks refuse, ``infinity`` and
-    years past 9999: the written data's extremes show those, and undo the read too."""
+    The reader refuses spellings the checks take (a padded ``" y "``, a fraction of a
+    second, a ``T`` between date and time), so a value it refuses may still be good: such a
+    read is undone and done again the slow way (:meth:`CsvRejects.doubtful`). It takes a few
+    values the checks refuse (``infinity``, years past 9999): the written data's extremes show
+    those, and undo the read too. What it takes otherwise, the checks take as the same value."""
     tests: dict[str, tuple[str, str]] = {}
     for name, type_name in types.items():
         t = normalize_type(type_name)
