@@ -526,7 +526,7 @@ def float_part(seed: int, *, nan: int, inf: int, nulls: int, rows: int = 500) ->
 
 
 def write_part(con: duckdb.DuckDBPyConnection, table: pa.Table, out: Path) -> storage.WrittenParts:
-    return storage.write_parts(con, con.from_arrow(table), out, part_bytes=1 << 28)
+    return storage.write_parts(con, con.from_arrow(table), out)
 
 
 def test_the_writer_counts_each_float_columns_nan(

@@ -46,9 +46,6 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         default="1GB", description="Memory DuckDB may use for ingest, profiles and transforms."
     )
-    dataset_part_bytes: int = Field(
-        default=256 * 1024 * 1024, description="Target size of one Parquet part of a dataset."
-    )
     url: str | None = Field(default=None, description="Server URL the SDK connects to.")
     project: str = Field(default="default", description="Project the SDK works in.")
     token: SecretStr | None = Field(default=None, description="API token for the SDK.")
@@ -100,7 +97,6 @@ class Settings(BaseSettings):
             "max_artifact_bytes": self.max_artifact_bytes,
             "ingest_roots": self.ingest_roots,
             "duckdb_memory_limit": self.duckdb_memory_limit,
-            "dataset_part_bytes": self.dataset_part_bytes,
             "url": self.url,
             "project": self.project,
             "token": "***" if self.token else None,

@@ -672,9 +672,7 @@ class DataService:
         stage: Path,
     ) -> storage.WrittenParts:
         try:
-            return storage.write_parts(
-                ctx.con, relation, stage / "parts", part_bytes=ctx.settings.dataset_part_bytes
-            )
+            return storage.write_parts(ctx.con, relation, stage / "parts")
         except ModelworksError:
             raise
         except duckdb.Error as exc:

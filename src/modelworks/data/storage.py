@@ -1,10 +1,11 @@
 """Where dataset bytes live: Parquet parts written by DuckDB, adopted into the artifact store.
 
 A version is an ordered list of Parquet parts, each an artifact-store object keyed by its
-sha256. Writing goes through one DuckDB ``COPY ... TO`` (zstd level 1, rolled into parts of about
-``MODELWORKS_DATASET_PART_BYTES``), which streams: a source never has to fit in memory. The
-writer also hands back each float column's NaN count, which the version's profile needs and
-would otherwise have to read every float value for.
+sha256. Writing goes through one DuckDB ``COPY ... TO`` (zstd level 1, row groups of 122,880
+rows), which streams: a source never has to fit in memory. Each write makes one part, so a
+version has a part per ingest or append it holds; inside a part the row groups are what
+readers split work by. The writer also hands back each float column's NaN count, which the
+version's profile needs and would otherwise have to read every float value for.
 Reading hands DuckDB, pyarrow or Polars local file paths: on a local store the objects
 themselves (hashed once per process before first use), on object storage verified copies in
 ``HOME/cache/objects``.
@@ -111,8 +112,6 @@ def write_parts(
     con: duckdb.DuckDBPyConnection,
     relation: duckdb.DuckDBPyRelation,
     out_dir: Path,
-    *,
-    part_bytes: int,
 ) -> WrittenParts:
     """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part(s) in order, with
     the NaN counts of their float columns as the writer saw them (no extra scan).
@@ -121,9 +120,7 @@ def write_parts(
     (``FILE_SIZE_BYTES``), but with more than one thread that loses the order of rows coming
     from a streamed source, which would make the same data hash differently; so a version
     grows by parts through appends instead (each append adds its own part).
-    ``part_bytes`` is kept for when the writer can roll files in order.
     """
-    del part_bytes
     out_dir.mkdir(parents=True, exist_ok=True)
     view = "mw_write_input"
     target = out_dir / "part_0.parquet"

@@ -37,7 +37,7 @@ from modelworks.data.cleansing import CleanSource, CleanStep, compile_steps, par
 from modelworks.data.refs import check_dataset_name
 from modelworks.data.schemas import IngestMode, IngestResult, PartFile, RebuildResult, VersionOut
 from modelworks.data.service import DataService
-from modelworks.data.sources.base import ScanContext, Source
+from modelworks.data.sources.base import ScanContext, Source, write_scan
 from modelworks.data.transforms import (
     ENGINE,
     PythonTransformSource,
@@ -360,8 +360,8 @@ class TransformService:
             try:
                 if scan.relation is None:
                     raise InvalidInput(f"{source.label()} gave nothing to rebuild.")
-                parts = storage.write_parts(
-                    con, scan.relation, stage / "parts", part_bytes=settings.dataset_part_bytes
+                scan, parts = write_scan(
+                    scan, lambda rel: storage.write_parts(con, rel, stage / "parts")
                 )
             except ModelworksError:
                 raise

@@ -129,7 +129,7 @@ def test_double_columns_parsed_by_the_reader_report_bad_values_like_the_checks(
             scan = CsvSource(path=str(path)).scan(ctx)
             assert scan.relation is not None and scan.rejects is not None
             out = tmp_path / f"out-{bad_rows}"
-            parts = storage.write_parts(con, scan.relation, out, part_bytes=1 << 28)
+            parts = storage.write_parts(con, scan.relation, out)
             if bad_rows == "fail":
                 with pytest.raises(InvalidInput) as info:
                     scan.rejects()
@@ -203,7 +203,7 @@ def test_rejects_of_several_values_a_row_still_say_at_least(tmp_path: Path) -> N
     try:
         scan = CsvSource(path=str(path)).scan(ctx)
         assert scan.relation is not None and scan.rejects is not None
-        storage.write_parts(con, scan.relation, tmp_path / "out", part_bytes=1 << 28)
+        storage.write_parts(con, scan.relation, tmp_path / "out")
         with pytest.raises(InvalidInput, match="at least 50 rows could not be read"):
             scan.rejects()
         if scan.close is not None:
@@ -295,7 +295,7 @@ def _read_csv(
         nonlocal passes
         passes += 1
         out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
-        return storage.write_parts(con, relation, out, part_bytes=1 << 28)
+        return storage.write_parts(con, relation, out)
 
     scan = CsvSource(path=str(path), **options).scan(ctx)
     try:

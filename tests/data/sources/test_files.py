@@ -68,9 +68,7 @@ def ingest(
         scan = src.scan(ctx)
         try:
             out = tmp_path / f"out-{uuid.uuid4().hex[:8]}"
-            scan, parts = write_scan(
-                scan, lambda rel: storage.write_parts(con, rel, out, part_bytes=1 << 28)
-            )
+            scan, parts = write_scan(scan, lambda rel: storage.write_parts(con, rel, out))
             table = pa.concat_tables([pq.read_table(p) for p in parts])
             rejects = scan.rejects() if scan.rejects is not None else None
         finally:

@@ -68,7 +68,7 @@ def read(source: HttpSource, settings: Settings, tmp_path: Path) -> pa.Table:
     try:
         scan = source.scan(ScanContext(con=con, settings=settings, workdir=work))
         assert scan.relation is not None
-        parts = storage.write_parts(con, scan.relation, work / "parts", part_bytes=1 << 28)
+        parts = storage.write_parts(con, scan.relation, work / "parts")
         return pa.concat_tables([pq.read_table(p) for p in parts])
     finally:
         if scan is not None and scan.close is not None:

@@ -116,9 +116,7 @@ def read(
     try:
         if scan.relation is None:
             return None, scan
-        parts = storage.write_parts(
-            con, scan.relation, work / "parts", part_bytes=settings.dataset_part_bytes
-        )
+        parts = storage.write_parts(con, scan.relation, work / "parts")
         return pa.concat_tables([pq.read_table(p) for p in parts]), scan
     finally:
         if scan.close is not None:

@@ -58,9 +58,7 @@ def make_ctx(settings: Settings, tmp_path: Path) -> Iterator[MakeCtx]:
 def written(ctx: ScanContext, scan: Scan) -> list[dict[str, Any]]:
     """Write the scan like the dataset service does and read the Parquet rows back."""
     assert scan.relation is not None
-    parts = storage.write_parts(
-        ctx.con, scan.relation, ctx.workdir / "parts", part_bytes=ctx.settings.dataset_part_bytes
-    )
+    parts = storage.write_parts(ctx.con, scan.relation, ctx.workdir / "parts")
     assert parts, "no Parquet part written"
     return [row for p in parts for row in pq.read_table(p).to_pylist()]
 
