@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,8 +112,8 @@ def write_parts(
     relation: duckdb.DuckDBPyRelation,
     out_dir: Path,
 ) -> WrittenParts:
-    """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part(s) in order, with
-    the NaN counts of their float columns as the writer saw them (no extra scan).
+    """Write ``relation`` as zstd Parquet into ``out_dir``; returns the part, with the NaN
+    counts of its float columns as the writer saw them (no extra scan).
 
     One COPY writes one part. DuckDB 2.0 can roll its output into several files
     (``FILE_SIZE_BYTES``), but with more than one thread that loses the order of rows coming
@@ -136,9 +135,13 @@ def write_parts(
         written = [dict(zip(fields, row, strict=True)) for row in result.fetchall()]
     finally:
         con.unregister(view)
-    paths = sorted(out_dir.glob("part_*.parquet"), key=_part_number)
-    by_path = {Path(w["filename"]): w["column_statistics"] or {} for w in written}
-    return WrittenParts(paths, {str(p): _float_counts(p, by_path.get(p, {})) for p in paths})
+    # The COPY reports the file it wrote (one, even for no rows) with its statistics.
+    paths = [Path(w["filename"]) for w in written]
+    counts = {
+        str(p): _float_counts(p, w["column_statistics"] or {})
+        for p, w in zip(paths, written, strict=True)
+    }
+    return WrittenParts(paths, counts)
 
 
 def _float_counts(path: Path, statistics: dict[str, dict[str, str]]) -> dict[str, FloatCounts]:
@@ -159,11 +162,6 @@ def _float_counts(path: Path, statistics: dict[str, dict[str, str]]) -> dict[str
             nans=int(stats["nan_count"]),
         )
     return out
-
-
-def _part_number(path: Path) -> int:
-    match = re.search(r"(\d+)$", path.stem)
-    return int(match.group(1)) if match else 0
 
 
 def part_rows(path: Path) -> int:
