@@ -5,7 +5,6 @@ answer exactly as the package does, and scale back down when the load stops."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
@@ -33,38 +31,16 @@ from modelworks.serving.ray_serve import (
 )
 from modelworks.training.package import ModelPackage, load_package, save_package
 
+from ..conftest import free_port
+from .conftest import churn_frame, records
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def churn_frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 72, n),
-            "charges": rng.normal(60, 20, n).round(2),
-            "plan": rng.choice(["basic", "pro", "max"], n),
-        }
-    )
-    score = 0.05 * X["tenure"] - 0.03 * X["charges"] + np.where(X["plan"] == "pro", 1.0, 0.0)
-    y = np.where(score + rng.normal(0, 0.5, n) > 0, "stay", "churn")
-    return X, y
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = frame.to_dict("records")
-    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in out]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
     """A forest big enough that a prediction takes a few milliseconds (so requests overlap)."""
-    X, y = churn_frame()
+    X, y = churn_frame(400)
     encode = ColumnTransformer(
         [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"])], remainder="passthrough"
     )

@@ -18,7 +18,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from modelworks.training.package import load_package, save_package
+
+from ..conftest import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,13 +68,6 @@ def rows(package_dir: Path) -> tuple[list[dict[str, float]], list[str]]:
     frame = pd.DataFrame({"tenure": [1.0, 30.0, 60.0, 12.0], "charges": [90.0, 40.0, 20.0, 65.5]})
     expected = load_package(package_dir).predict(frame).tolist()
     return frame.to_dict("records"), expected
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
