@@ -181,9 +181,28 @@ class Nav:
         return next((p.name for p in self.projects if p.id == project_id), None)
 
 
+def visible_projects(request: Request, principal: Principal) -> list[ProjectOut]:
+    """The projects ``principal`` sees, with its role in each: listed once a request, since
+    the nav and a page's own choice of forms both need them."""
+    listed: list[ProjectOut] | None = getattr(request.state, "visible_projects", None)
+    if listed is None:
+        gov: GovernanceService = request.app.state.governance
+        listed = gov.list_projects(principal)
+        request.state.visible_projects = listed
+    return listed
+
+
+def project_role(request: Request, principal: Principal, project: str) -> Role | None:
+    """The caller's role in ``project`` (a name or id), to show or hide forms; the services
+    still decide what is allowed."""
+    found = next(
+        (p for p in visible_projects(request, principal) if project in (p.name, p.id)), None
+    )
+    return Role.parse(found.role) if found is not None and found.role else None
+
+
 def _build_nav(request: Request, principal: Principal, wanted: str | None, area: str) -> Nav:
-    gov: GovernanceService = request.app.state.governance
-    projects = gov.list_projects(principal)
+    projects = visible_projects(request, principal)
     remembered = request.session.get("project") if "session" in request.scope else None
     current = None
     for name in (wanted, remembered, "default"):

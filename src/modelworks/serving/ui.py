@@ -49,7 +49,7 @@ from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
 from modelworks.server.forms import form_caller, set_flash
 from modelworks.server.forms import pop_flash as _pop_flash
-from modelworks.server.pages import page_router, render, segment
+from modelworks.server.pages import page_router, project_role, render, segment
 from modelworks.serving.api import deployments
 from modelworks.serving.batch_job import KIND as BATCH_KIND
 from modelworks.serving.host import DeploymentConfig
@@ -100,12 +100,6 @@ def flash(request: Request, kind: str, text: str, **links: str) -> None:
 
 def pop_flash(request: Request) -> dict[str, str] | None:
     return _pop_flash(request, FLASH_KEY)
-
-
-def project_role(request: Request, principal: Principal, project: str) -> Role | None:
-    """The caller's role in ``project`` (to show or hide forms; the services still decide)."""
-    found = request.app.state.governance.get_project(principal, project)
-    return Role.parse(found.role) if found.role else None
 
 
 # ---- the forms' values ----------------------------------------------------------------------
