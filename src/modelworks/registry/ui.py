@@ -54,7 +54,7 @@ from modelworks.registry.schemas import (
 )
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
-from modelworks.server.forms import form_caller, set_flash
+from modelworks.server.forms import form_caller, form_error_status, set_flash
 from modelworks.server.forms import pop_flash as _pop_flash
 from modelworks.server.pages import page_router, render, segment
 
@@ -1103,7 +1103,7 @@ def explain_row(
         explained.error = exc.detail
         if not explained.background and "background" in exc.detail:
             explained.error += " Here: fill in the background dataset version."
-        status = exc.status_code if exc.status_code < 500 else 400
+        status = form_error_status(exc)
     else:
         chart, rows = waterfall(explanation)
         explained.chart, explained.rows, explained.explanation = chart, rows, explanation

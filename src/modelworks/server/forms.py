@@ -77,3 +77,9 @@ def form_caller(
     if principal is None:
         return to_login(request, back)
     return principal
+
+
+def form_error_status(exc: ModelworksError) -> int:
+    """The status of a form page shown again with ``exc`` as its error: the error's own
+    (400, 403, 404, 409...), but 400 for a server-side one, since the page itself renders."""
+    return exc.status_code if exc.status_code < 500 else 400

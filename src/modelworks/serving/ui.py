@@ -47,7 +47,7 @@ from modelworks.registry.service import RegistryService
 from modelworks.registry.ui import dataset_href, example_record, finite, ref_href
 from modelworks.server.auth_rules import auth_rule
 from modelworks.server.deps import current_principal
-from modelworks.server.forms import form_caller, set_flash
+from modelworks.server.forms import form_caller, form_error_status, set_flash
 from modelworks.server.forms import pop_flash as _pop_flash
 from modelworks.server.pages import page_router, project_role, render, segment
 from modelworks.serving.api import deployments
@@ -407,7 +407,7 @@ def create_deployment(
         )  # fmt: skip
     except ModelworksError as exc:
         form.error = exc.detail
-        status = exc.status_code if exc.status_code < 500 else 400
+        status = form_error_status(exc)
         return _list_page(request, principal, svc, project, form, status=status)
     flash(request, "success", f"Created deployment {made.name}, serving {made.ref}.")
     return RedirectResponse(deployment_href(project, made.name), status_code=303)
@@ -710,7 +710,7 @@ def submit_batch(
         )  # fmt: skip
     except ModelworksError as exc:
         form.error = exc.detail
-        status = exc.status_code if exc.status_code < 500 else 400
+        status = form_error_status(exc)
         return _batch_page(request, principal, svc, project, form, status=status)
     flash(
         request,
