@@ -64,6 +64,18 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "mwhome")
 
 
+def isolated_store(home: Path) -> Store:
+    """A store in ``home`` with its URLs spelled out, for module and session fixtures, which
+    must not pick up a developer's or CI's database from the environment."""
+    return Store(
+        Settings(
+            home=home,
+            database_url=f"sqlite:///{home / 'modelworks.db'}",
+            artifact_url=str(home / "artifacts"),
+        )
+    )
+
+
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
     s = Store(settings)

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from modelworks.core.config import Settings
-from modelworks.core.store import Store
 from modelworks.governance.service import GovernanceService
 from modelworks.tracking.schemas import MetricIn
 from modelworks.tracking.service import TrackingService
+
+from ..conftest import isolated_store
 
 CHROMIUM = os.environ.get("MODELWORKS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -65,14 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Site]
     from modelworks.server.app import create_app
 
     home = tmp_path_factory.mktemp("browser-home")
-    # Explicit URLs: the session fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin(ADMIN, ADMIN_PASSWORD)
     admin = gov.authenticate_password(ADMIN, ADMIN_PASSWORD)

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from modelworks.core.config import Settings
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
 from modelworks.data.models import ValidationRun
@@ -26,6 +25,8 @@ from modelworks.data.schemas import ExpectationResult, ValidationReport
 from modelworks.data.service import DataService
 from modelworks.data.sources.frames import FrameSource
 from modelworks.governance.service import GovernanceService
+
+from ..conftest import isolated_store
 
 pytestmark = pytest.mark.browser
 
@@ -103,14 +104,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[DataS
     from modelworks.server.app import create_app
 
     home = tmp_path_factory.mktemp("browser-data-home")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin(USER, PASSWORD)
     admin = gov.authenticate_password(USER, PASSWORD)

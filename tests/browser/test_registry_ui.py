@@ -21,7 +21,6 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from modelworks.core.config import Settings
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
 from modelworks.data.sources.frames import FrameSource
@@ -31,6 +30,8 @@ from modelworks.registry.schemas import ComparisonOut, EvaluationOut
 from modelworks.registry.service import RegistryService
 from modelworks.tracking.service import TrackingService
 from modelworks.training.package import save_package
+
+from ..conftest import isolated_store
 
 pytestmark = pytest.mark.browser
 
@@ -70,14 +71,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Regis
     from modelworks.server.app import create_app
 
     home = tmp_path_factory.mktemp("browser-registry-home")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin(ADMIN, ADMIN_PASSWORD)
     admin = gov.authenticate_password(ADMIN, ADMIN_PASSWORD)

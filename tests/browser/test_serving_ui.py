@@ -22,7 +22,6 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from modelworks.core.config import Settings
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
 from modelworks.data.sources.frames import FrameSource
@@ -30,6 +29,8 @@ from modelworks.governance.service import GovernanceService
 from modelworks.registry.service import RegistryService
 from modelworks.serving.service import DeploymentService
 from modelworks.training.package import save_package
+
+from ..conftest import isolated_store
 
 pytestmark = pytest.mark.browser
 
@@ -60,14 +61,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Servi
     from modelworks.training.jobs.runner import JobRunner
 
     home = tmp_path_factory.mktemp("browser-serving-home")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin(ADMIN, ADMIN_PASSWORD)
     admin = gov.authenticate_password(ADMIN, ADMIN_PASSWORD)

@@ -21,12 +21,13 @@ import pandas as pd
 import pytest
 
 from modelworks.core.auth import Principal
-from modelworks.core.config import Settings
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
 from modelworks.data.sources.frames import FrameSource
 from modelworks.governance.service import GovernanceService
 from modelworks.training.jobs.service import JobService
+
+from ..conftest import isolated_store
 
 pytestmark = pytest.mark.browser
 
@@ -75,14 +76,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Train
     from modelworks.training.jobs.runner import JobRunner
 
     home = tmp_path_factory.mktemp("browser-training-home")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin(EDITOR, EDITOR_PASSWORD)
     editor = gov.authenticate_password(EDITOR, EDITOR_PASSWORD)

@@ -19,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelworks.core.auth import Principal
-from modelworks.core.config import Settings
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
 from modelworks.data.lineage_svg import layers, render_svg
@@ -49,6 +48,8 @@ from modelworks.data.ui import (
 from modelworks.governance.service import GovernanceService
 from modelworks.server.app import create_app
 from modelworks.server.pages import CONTENT_SECURITY_POLICY
+
+from ..conftest import isolated_store
 
 XSS = "<script>alert(1)</script>"
 LONG = "long-" + "x" * 300
@@ -131,14 +132,7 @@ def store_rejects(store: Store, version_id: str, rejects: dict[str, Any]) -> Non
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One seeded store for the module: the pages only read, and seeding takes seconds."""
     home = tmp_path_factory.mktemp("data-ui")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin("admin", "admin-password-1")
     admin = gov.authenticate_password("admin", "admin-password-1")

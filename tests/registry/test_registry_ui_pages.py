@@ -24,7 +24,6 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from modelworks.core.auth import Principal
-from modelworks.core.config import Settings
 from modelworks.core.ids import new_id, utcnow
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
@@ -49,6 +48,8 @@ from modelworks.registry.ui import (
 from modelworks.server.app import create_app
 from modelworks.server.pages import CONTENT_SECURITY_POLICY
 from modelworks.training.package import save_package
+
+from ..conftest import isolated_store
 
 XSS = "<script>alert(1)</script>"
 FEATURES = 6
@@ -188,14 +189,7 @@ def store_comparison(store: Store, registry: RegistryService, admin: Principal) 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("registry-ui")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin("admin", "admin-password-1")
     admin = gov.authenticate_password("admin", "admin-password-1")

@@ -23,7 +23,6 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from modelworks.core.auth import Principal
-from modelworks.core.config import Settings
 from modelworks.core.errors import InvalidInput, NotFound
 from modelworks.core.store import Store
 from modelworks.data.service import DataService
@@ -37,6 +36,8 @@ from modelworks.serving.service import DeploymentService
 from modelworks.serving.ui import curl_example
 from modelworks.training.jobs.service import JobService
 from modelworks.training.package import save_package
+
+from ..conftest import isolated_store
 
 XSS = "<script>alert(1)</script>"
 FEATURES = ["radius", "texture", "perimeter", "area"]
@@ -67,14 +68,7 @@ def _package(tmp: Path, X: pd.DataFrame, y: pd.Series, c: float) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("serving-ui")
-    # Explicit URLs: a module fixture must not pick up a developer's or CI's database.
-    store = Store(
-        Settings(
-            home=home,
-            database_url=f"sqlite:///{home / 'modelworks.db'}",
-            artifact_url=str(home / "artifacts"),
-        )
-    )
+    store = isolated_store(home)
     gov = GovernanceService(store)
     gov.bootstrap_admin("admin", "admin-password-1")
     admin = gov.authenticate_password("admin", "admin-password-1")
